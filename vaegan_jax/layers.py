@@ -1,0 +1,80 @@
+"""A transposed convolution computed as a regular convolution plus depth-to-space.
+
+nn.ConvTranspose lowers to a convolution over the zero-dilated input; its weight
+gradient is an input-dilated convolution that XLA's CPU backend runs very slowly
+(over 10x the forward pass for the decoder, the slowest part of a train step).
+Splitting the kernel into its stride**2 output phases ("sub-pixel convolution",
+Shi et al. 2016) gives the same function as one undilated convolution with
+stride**2 times the output channels, followed by a depth-to-space shuffle: no
+multiplications by inserted zeros, and plain convolutions in the backward pass.
+
+Parameters ('kernel' [k, k, in, out] and 'bias') have the shapes of
+nn.ConvTranspose's, and the outputs equal nn.ConvTranspose(padding='SAME')'s
+(tests/test_models.py).
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _same_padding_before(kernel_size: int, stride: int) -> int:
+  """Padding before the dilated input in lax.conv_transpose(padding='SAME')."""
+  if stride > kernel_size - 1:
+    return kernel_size - 1
+  return int(np.ceil((kernel_size + stride - 2) / 2))
+
+
+def phase_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, int, int]:
+  """For one spatial dim: which kernel tap each (window offset, phase) uses.
+
+  Output position o = stride * m + p (phase p) sums x[m + w + offset] * K[taps[w, p]]
+  over window offsets w, with taps == kernel_size meaning "no tap" (a zero).
+  Returns (taps [window, stride], offset (<= 0), window).
+  """
+  pad = _same_padding_before(kernel_size, stride)
+  entries = []  # (input offset relative to m, phase, tap)
+  for p in range(stride):
+    first = (pad - p) % stride
+    for tap in range(first, kernel_size, stride):
+      entries.append(((tap - pad + p) // stride, p, tap))
+  low = min(e[0] for e in entries)
+  window = max(e[0] for e in entries) - low + 1
+  taps = np.full((window, stride), kernel_size, np.int32)
+  for offset, p, tap in entries:
+    taps[offset - low, p] = tap
+  return taps, low, window
+
+
+class SubpixelConvTranspose(nn.Module):
+  """Drop-in for nn.ConvTranspose(features, kernel_size, strides, padding='SAME')."""
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    (kh, kw), (sh, sw) = self.kernel_size, self.strides
+    in_features = x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, in_features, self.features))
+    bias = self.param('bias', self.bias_init, (self.features,))
+    taps_h, low_h, window_h = phase_taps(kh, sh)
+    taps_w, low_w, window_w = phase_taps(kw, sw)
+    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # Index k is the zero tap.
+    phases = padded[taps_h[:, :, None, None], taps_w[None, None, :, :]]  # [wh, sh, ww, sw, in, out]
+    phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(
+        window_h, window_w, in_features, sh * sw * self.features)
+    batch, height, width, _ = x.shape
+    y = jax.lax.conv_general_dilated(
+        x, phases.astype(x.dtype), window_strides=(1, 1),
+        padding=((-low_h, window_h - 1 + low_h), (-low_w, window_w - 1 + low_w)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = y.reshape(batch, height, width, sh, sw, self.features)
+    y = y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height * sh, width * sw, self.features)
+    return y + bias

@@ -1,0 +1,130 @@
+"""Encoder, Decoder (the generator) and Discriminator of the VAE-GAN.
+
+The layer tables follow the seed PyTorch implementation (Larsen et al. 2016, 64x64):
+with its settings the parameter counts are identical (tests/test_models.py).
+Convolutions keep their bias in front of BatchNorm, as the seed's do, and BatchNorm
+uses momentum 0.9 / epsilon 1e-5, which is PyTorch's momentum 0.1 in Flax's
+convention. Every network takes `train` and keeps BatchNorm statistics in the
+`batch_stats` collection.
+"""
+
+from collections.abc import Sequence
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vaegan_jax.layers import SubpixelConvTranspose
+
+ACTIVATIONS = {
+    'leaky_relu': functools.partial(nn.leaky_relu, negative_slope=0.2),  # the seed
+    'relu': nn.relu,  # the paper
+}
+DISL_FEATURES = ('post_activation', 'pre_norm')
+
+
+def _batch_norm(train: bool, momentum: float) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5)
+
+
+def decoder_plan(image_size: int, num_layers: int) -> tuple[int, tuple[int, ...]]:
+  """The decoder's start resolution and the strides of its transposed convolutions.
+
+  Upsampling happens in the last layers, as many times as `image_size` halves
+  evenly (at most once per layer): 64 -> 8 then strides (2, 2, 2); 28 -> 7 then
+  strides (1, 2, 2).
+  """
+  upsamplings = 0
+  while upsamplings < num_layers and image_size % (2 ** (upsamplings + 1)) == 0:
+    upsamplings += 1
+  strides = (1,) * (num_layers - upsamplings) + (2,) * upsamplings
+  return image_size // 2**upsamplings, strides
+
+
+class Encoder(nn.Module):
+  """x -> (mu, logvar) of the Gaussian posterior q(z|x)."""
+
+  latent_dim: int = 128
+  widths: Sequence[int] = (64, 128, 256)
+  dense_width: int = 2048
+  activation: str = 'leaky_relu'
+  batch_norm_momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    act = ACTIVATIONS[self.activation]
+    for width in self.widths:
+      x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME')(x)
+      x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.Dense(self.dense_width)(x)
+    x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+    mu = nn.Dense(self.latent_dim, name='mu')(x)
+    logvar = nn.Dense(self.latent_dim, name='logvar')(x)
+    return mu, logvar
+
+
+class Decoder(nn.Module):
+  """z -> image in [-1, 1] (tanh); the same network is the GAN's generator.
+
+  Its transposed convolutions (SAME padding) are computed as sub-pixel
+  convolutions (layers.py): the same function and parameters, a faster gradient.
+  """
+
+  image_size: int = 64
+  num_channels: int = 1
+  widths: Sequence[int] = (256, 128, 32)
+  kernel_size: int = 6
+  activation: str = 'leaky_relu'
+  batch_norm_momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+    act = ACTIVATIONS[self.activation]
+    start, strides = decoder_plan(self.image_size, len(self.widths))
+    x = nn.Dense(start * start * self.widths[0])(z)
+    x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+    x = x.reshape((z.shape[0], start, start, self.widths[0]))
+    kernel = (self.kernel_size, self.kernel_size)
+    for width, stride in zip(self.widths, strides):
+      x = SubpixelConvTranspose(width, kernel, strides=(stride, stride))(x)
+      x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+    x = SubpixelConvTranspose(self.num_channels, (5, 5))(x)
+    return jnp.tanh(x)
+
+
+class Discriminator(nn.Module):
+  """x -> (logit of "real", Dis_l(x)), Dis_l being the learned similarity features.
+
+  `disl_layer` counts convolutions from 1; `disl_features` picks that block's
+  output after BatchNorm and activation (the seed) or its raw convolution output
+  before BatchNorm (the paper's code).
+  """
+
+  widths: Sequence[int] = (32, 128, 256, 256)
+  strides: Sequence[int] = (1, 2, 2, 2)
+  dense_width: int = 512
+  activation: str = 'leaky_relu'
+  disl_layer: int = 4
+  disl_features: str = 'post_activation'
+  batch_norm_momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+    act = ACTIVATIONS[self.activation]
+    features = None
+    for index, (width, stride) in enumerate(zip(self.widths, self.strides)):
+      x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME')(x)
+      if index + 1 == self.disl_layer and self.disl_features == 'pre_norm':
+        features = x
+      if index > 0:  # The first block has no BatchNorm, as in DCGAN and the seed.
+        x = _batch_norm(train, self.batch_norm_momentum)(x)
+      x = act(x)
+      if index + 1 == self.disl_layer and self.disl_features == 'post_activation':
+        features = x
+    x = x.reshape((x.shape[0], -1))
+    x = nn.Dense(self.dense_width)(x)
+    x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+    logits = nn.Dense(1)(x)[:, 0]
+    return logits, features.reshape((features.shape[0], -1))
