@@ -1,0 +1,99 @@
+"""The training state, one pytree, and what builds it from a config.
+
+The three networks have disjoint parameter trees, each with its own BatchNorm
+statistics and its own RMSProp state, so that an update of one can never touch
+another. Modules and optimizers are static (`Networks`, `Optimizers`); the state
+holds only arrays, which jax.jit, shardings and Orbax take as they are.
+"""
+
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from vaegan_jax import models
+
+NETWORKS = ('encoder', 'decoder', 'discriminator')
+
+
+@flax.struct.dataclass
+class NetworkState:
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  rng: jax.Array  # Base key; step keys are derived as fold_in(rng, step).
+  encoder: NetworkState
+  decoder: NetworkState
+  discriminator: NetworkState
+
+
+class Networks(NamedTuple):
+  encoder: models.Encoder
+  decoder: models.Decoder
+  discriminator: models.Discriminator
+
+
+class Optimizers(NamedTuple):
+  encoder: optax.GradientTransformation
+  decoder: optax.GradientTransformation
+  discriminator: optax.GradientTransformation
+
+
+def build_networks(config: ml_collections.ConfigDict) -> Networks:
+  m = config.model
+  common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum)
+  return Networks(
+      encoder=models.Encoder(
+          latent_dim=m.latent_dim, widths=tuple(m.encoder_widths),
+          dense_width=m.encoder_dense_width, **common),
+      decoder=models.Decoder(
+          image_size=config.image_size, num_channels=config.num_channels,
+          widths=tuple(m.decoder_widths), kernel_size=m.decoder_kernel_size, **common),
+      discriminator=models.Discriminator(
+          widths=tuple(m.discriminator_widths), strides=tuple(m.discriminator_strides),
+          dense_width=m.discriminator_dense_width, disl_layer=m.disl_layer,
+          disl_features=m.disl_features, **common),
+  )
+
+
+def build_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Optimizers:
+  """RMSProp per network; learning rate = base * the network's multiplier."""
+  o = config.optim
+
+  def rmsprop(multiplier: float) -> optax.GradientTransformation:
+    learning_rate = optax.exponential_decay(
+        o.learning_rate * multiplier, transition_steps=steps_per_epoch,
+        decay_rate=o.lr_decay_per_epoch, staircase=True)
+    return optax.rmsprop(learning_rate, decay=o.rmsprop_decay, eps=o.rmsprop_eps,
+                         eps_in_sqrt=o.eps_in_sqrt)
+
+  return Optimizers(
+      encoder=rmsprop(o.encoder_lr_mult),
+      decoder=rmsprop(o.decoder_lr_mult),
+      discriminator=rmsprop(o.discriminator_lr_mult),
+  )
+
+
+def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict,
+                       networks: Networks, optimizers: Optimizers) -> TrainState:
+  """Initial state; pure, so it can be jitted straight onto devices or eval_shape'd."""
+  init_rng, state_rng = jax.random.split(rng)
+  image = jnp.zeros((1, config.image_size, config.image_size, config.num_channels))
+  latent = jnp.zeros((1, config.model.latent_dim))
+  inputs = {'encoder': image, 'decoder': latent, 'discriminator': image}
+  network_states = {}
+  for name, key in zip(NETWORKS, jax.random.split(init_rng, len(NETWORKS))):
+    variables = getattr(networks, name).init(key, inputs[name], train=False)
+    params = variables['params']
+    network_states[name] = NetworkState(
+        params=params, batch_stats=variables['batch_stats'],
+        opt_state=getattr(optimizers, name).init(params))
+  return TrainState(step=jnp.zeros((), jnp.int32), rng=state_rng, **network_states)

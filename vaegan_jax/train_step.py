@@ -1,0 +1,188 @@
+"""One VAE-GAN update of all three networks, each by its own loss only.
+
+    Enc  <- L_prior + beta * L_llike
+    Dec  <- gamma * L_llike - L_GAN        (saturating or non-saturating)
+    Dis  <- -L_GAN                          (binary cross-entropy)
+
+"Limiting error signals to relevant networks" (Larsen et al. 2016, section 2.2):
+each network's gradient is taken of its own loss with respect to its own
+parameters only, so L_llike never moves Dis and L_GAN never moves Enc. All three
+gradients are evaluated at the same parameters and applied together, as the
+paper's code does; the whole update is one jitted function.
+"""
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from vaegan_jax import losses
+from vaegan_jax.train_state import NETWORKS, NetworkState, Networks, Optimizers, TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def _apply_train(module, params, batch_stats, inputs):
+  outputs, mutated = module.apply({'params': params, 'batch_stats': batch_stats}, inputs,
+                                  train=True, mutable=['batch_stats'])
+  return outputs, mutated['batch_stats']
+
+
+def _run_batches(module, params, batch_stats, inputs: list[jax.Array], concat: bool):
+  """Applies `module` to each of `inputs`, as one concatenated batch or one by one.
+
+  Concatenated, BatchNorm normalises all inputs with shared statistics (the
+  paper's code); one by one, each input has its own, and the running statistics
+  are updated in turn (the seed).
+  """
+  if concat:
+    outputs, batch_stats = _apply_train(module, params, batch_stats, jnp.concatenate(inputs))
+    splits = [sum(x.shape[0] for x in inputs[:i + 1]) for i in range(len(inputs) - 1)]
+    per_input = jax.tree.map(lambda y: jnp.split(y, splits), outputs)
+    if isinstance(outputs, tuple):
+      return [tuple(parts) for parts in zip(*per_input)], batch_stats
+    return per_input, batch_stats
+  results = []
+  for x in inputs:
+    y, batch_stats = _apply_train(module, params, batch_stats, x)
+    results.append(y)
+  return results, batch_stats
+
+
+def uses_prior_samples(loss_config: ml_collections.ConfigDict) -> bool:
+  return loss_config.discriminator_fakes in ('prior', 'both')
+
+
+def forward(networks: Networks, loss_config: ml_collections.ConfigDict,
+            params: dict[str, Any], batch_stats: dict[str, Any], images: jax.Array,
+            rng: jax.Array) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+  """Runs Enc, Dec and Dis in training mode; returns their outputs and new BN stats."""
+  noise_rng, prior_rng = jax.random.split(rng)
+  new_stats = {}
+  (mu, logvar), new_stats['encoder'] = _apply_train(
+      networks.encoder, params['encoder'], batch_stats['encoder'], images)
+  z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(noise_rng, mu.shape, mu.dtype)
+  latents = [z]
+  if uses_prior_samples(loss_config):
+    latents.append(jax.random.normal(prior_rng, mu.shape, mu.dtype))
+  decoded, new_stats['decoder'] = _run_batches(
+      networks.decoder, params['decoder'], batch_stats['decoder'], latents,
+      loss_config.concat_batches)
+  judged, new_stats['discriminator'] = _run_batches(
+      networks.discriminator, params['discriminator'], batch_stats['discriminator'],
+      [images] + decoded, loss_config.concat_batches)
+  outputs = dict(mu=mu, logvar=logvar, recon=decoded[0],
+                 real_logits=judged[0][0], real_features=judged[0][1],
+                 recon_logits=judged[1][0], recon_features=judged[1][1])
+  if uses_prior_samples(loss_config):
+    outputs.update(prior=decoded[1], prior_logits=judged[2][0])
+  return outputs, new_stats
+
+
+def compute_losses(outputs: dict[str, jax.Array],
+                   loss_config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Each network's loss (keys of NETWORKS) and the terms it is made of."""
+  fake_logits = []
+  if loss_config.discriminator_fakes in ('reconstructions', 'both'):
+    fake_logits.append(outputs['recon_logits'])
+  if uses_prior_samples(loss_config):
+    fake_logits.append(outputs['prior_logits'])
+  kl = losses.kl_divergence(outputs['mu'], outputs['logvar'])
+  llike = losses.feature_likelihood_loss(outputs['recon_features'], outputs['real_features'])
+  gan_decoder = losses.generator_loss(
+      fake_logits, saturating=loss_config.decoder_gan_loss == 'saturating')
+  gan_discriminator = losses.discriminator_loss(outputs['real_logits'], fake_logits)
+  return dict(
+      encoder=kl + loss_config.beta * llike,
+      decoder=loss_config.gamma * llike + gan_decoder,
+      discriminator=gan_discriminator,
+      kl=kl, llike=llike, gan_decoder=gan_decoder,
+      real_cost=losses.bce_real(outputs['real_logits']),
+      fake_cost=sum(losses.bce_fake(l) for l in fake_logits) / len(fake_logits),
+  )
+
+
+def compute_gradients(networks: Networks, loss_config: ml_collections.ConfigDict,
+                      state: TrainState, images: jax.Array, rng: jax.Array):
+  """Gradient of each network's own loss with respect to its own parameters.
+
+  One forward pass of all networks; then, per network, the gradient of its loss
+  with respect to the forward's outputs is pulled back through the forward (a
+  vector-Jacobian product) and only that network's part is kept. XLA drops the
+  unused parts of each pull-back.
+  Returns (grads, losses, outputs, new_batch_stats); grads is keyed by network.
+  """
+  params = {name: getattr(state, name).params for name in NETWORKS}
+  batch_stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
+  outputs, pull_back, new_stats = jax.vjp(
+      lambda p: forward(networks, loss_config, p, batch_stats, images, rng), params,
+      has_aux=True)
+  grads = {}
+  for name in NETWORKS:
+    output_grads = jax.grad(lambda o, n=name: compute_losses(o, loss_config)[n])(outputs)
+    grads[name] = pull_back(output_grads)[0][name]
+  return grads, compute_losses(outputs, loss_config), outputs, new_stats
+
+
+def equilibrium_gates(real_cost: jax.Array, fake_cost: jax.Array, equilibrium: float,
+                      margin: float) -> tuple[jax.Array, jax.Array]:
+  """The paper code's balancing: (update Dis?, update Dec?).
+
+  Dis pauses while it is too good (a cost below equilibrium - margin), Dec while
+  Dis is too bad (a cost above equilibrium + margin); never both at once.
+  """
+  update_dis = (real_cost >= equilibrium - margin) & (fake_cost >= equilibrium - margin)
+  update_dec = (real_cost <= equilibrium + margin) & (fake_cost <= equilibrium + margin)
+  neither = ~update_dis & ~update_dec
+  return update_dis | neither, update_dec | neither
+
+
+def _update_network(network: NetworkState, grads: Any, batch_stats: Any,
+                    optimizer: optax.GradientTransformation,
+                    enabled: jax.Array | bool) -> NetworkState:
+  updates, opt_state = optimizer.update(grads, network.opt_state, network.params)
+  updated = NetworkState(optax.apply_updates(network.params, updates), batch_stats, opt_state)
+  if enabled is True:
+    return updated
+  # A skipped update leaves parameters and optimizer state as they were.
+  kept = network.replace(batch_stats=batch_stats)
+  return jax.tree.map(lambda new, old: jnp.where(enabled, new, old), updated, kept)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Networks,
+               optimizers: Optimizers,
+               loss_config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+  """One update of Enc, Dec and Dis on a batch of images in [-1, 1]."""
+  grads, all_losses, outputs, new_stats = compute_gradients(
+      networks, loss_config, state, batch['image'], rng)
+  enabled = {'encoder': True, 'decoder': True, 'discriminator': True}
+  if loss_config.equilibrium_gating:
+    enabled['discriminator'], enabled['decoder'] = equilibrium_gates(
+        all_losses['real_cost'], all_losses['fake_cost'],
+        loss_config.equilibrium, loss_config.margin)
+  new_networks = {
+      name: _update_network(getattr(state, name), grads[name], new_stats[name],
+                            getattr(optimizers, name), enabled[name])
+      for name in NETWORKS}
+  metrics = {f'loss/{name}': all_losses[name] for name in NETWORKS}
+  metrics.update({name: all_losses[name] for name in ('kl', 'llike', 'gan_decoder')})
+  metrics['d_real'] = jnp.mean(jax.nn.sigmoid(outputs['real_logits']))
+  metrics['d_recon'] = jnp.mean(jax.nn.sigmoid(outputs['recon_logits']))
+  if 'prior_logits' in outputs:
+    metrics['d_prior'] = jnp.mean(jax.nn.sigmoid(outputs['prior_logits']))
+  for name in ('discriminator', 'decoder'):
+    metrics[f'skipped/{name}'] = 1.0 - jnp.asarray(enabled[name], jnp.float32)
+  return state.replace(step=state.step + 1, **new_networks), metrics
+
+
+def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
+                    optimizers: Optimizers) -> Callable[[TrainState, Batch, jax.Array],
+                                                        tuple[TrainState, Metrics]]:
+  """The jitted step; the state argument is donated, so its buffers are reused."""
+  step = functools.partial(train_step, networks=networks, optimizers=optimizers,
+                           loss_config=config.loss)
+  return jax.jit(step, donate_argnums=0)
