@@ -1,0 +1,154 @@
+"""TFDS images -> shuffled batches in [-1, 1] on the devices.
+
+The order of batches is a function of (seed, step) alone: each epoch is shuffled
+with a seed derived from (config.seed, epoch), so a run resumed at step N sees
+exactly the batches an uninterrupted run would have seen from step N on.
+"""
+
+import collections
+from collections.abc import Iterator
+import itertools
+import socket
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vaegan_jax import digits
+from vaegan_jax.errors import ConfigError, DatasetUnavailableError
+
+_DOWNLOAD_HOST = ('storage.googleapis.com', 443)  # Where TFDS fetches most data from.
+
+
+def _network_reachable(timeout: float = 5.0) -> bool:
+  try:
+    socket.create_connection(_DOWNLOAD_HOST, timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder of config.dataset, preparing it if it can.
+
+  Without network, TFDS would retry downloads for minutes; a quick reachability
+  check turns that into an immediate error that says how to proceed.
+  """
+  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  if not builder.is_prepared():
+    if builder.name != digits.NAME and not _network_reachable():
+      raise DatasetUnavailableError(
+          f'TFDS dataset {config.dataset!r} is not prepared in {builder.data_dir} and '
+          f'{_DOWNLOAD_HOST[0]} cannot be reached to download it. Either prepare it on a '
+          'machine with network access (tfds.builder(name).download_and_prepare()), copy '
+          'the tensorflow_datasets folder here and pass --config.data_dir=PATH (or set '
+          'TFDS_DATA_DIR); or train offline on the bundled digits: '
+          'python train.py --config configs/digits.py --workdir runs/digits')
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # TFDS raises many kinds; all mean the same to the user.
+      raise DatasetUnavailableError(
+          f'Could not download and prepare TFDS dataset {config.dataset!r} in '
+          f'{builder.data_dir}: {e}') from e
+  _check_fields(builder, config)
+  return builder
+
+
+def _check_fields(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict):
+  features = builder.info.features
+  if config.image_key not in features or not isinstance(
+      features[config.image_key], tfds.features.Image):
+    images = [k for k, v in features.items() if isinstance(v, tfds.features.Image)]
+    raise ConfigError(f'config.image_key={config.image_key!r} is not an image feature of '
+                     f'{builder.name}; its image features: {images}')
+  for field in ('train_split', 'eval_split'):
+    split = config[field]
+    if builder.info.splits and split not in builder.info.splits:
+      raise ConfigError(f'config.{field}={split!r} is not a split of {builder.name}; '
+                       f'its splits: {list(builder.info.splits)}')
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  if split in builder.info.splits:
+    return builder.info.splits[split].num_examples
+  # Sizes are unknown for builders without metadata (tfds.testing.mock_data): count.
+  return int(builder.as_dataset(split=split).reduce(0, lambda count, _: count + 1))
+
+
+def preprocess(image: tf.Tensor, image_size: int, num_channels: int) -> tf.Tensor:
+  """uint8 [H, W, C] -> float32 [image_size, image_size, num_channels] in [-1, 1].
+
+  Centre-crops to a square, then resizes (antialiased when shrinking).
+  """
+  image = tf.cast(image, tf.float32)
+  if image.shape[-1] != num_channels:
+    image = (tf.image.grayscale_to_rgb(image) if num_channels == 3
+             else tf.reduce_mean(image, axis=-1, keepdims=True))
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  side = tf.minimum(height, width)
+  image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2,
+                                        side, side)
+  image = tf.image.resize(image, (image_size, image_size), method='bilinear', antialias=True)
+  image.set_shape((image_size, image_size, num_channels))
+  return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
+
+
+def _images(builder: tfds.core.DatasetBuilder, split: str, image_key: str,
+            in_memory: bool = False) -> tf.data.Dataset:
+  """The split's uint8 images in file order, optionally decoded once into host memory."""
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  dataset = dataset.map(lambda example: example[image_key])
+  if in_memory:  # One array: needs images of one shape (mnist, cifar10, digits).
+    array = np.concatenate(list(dataset.batch(4096).as_numpy_iterator()))
+    dataset = tf.data.Dataset.from_tensor_slices(array)
+  return dataset
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Endless host batches of config.batch_size images, starting at `start_step`."""
+  batch_size = config.batch_size
+  steps_per_epoch = num_examples(builder, config.train_split) // batch_size
+  images = _images(builder, config.train_split, config.image_key, config.cache_dataset)
+  buffer = min(config.shuffle_buffer, num_examples(builder, config.train_split))
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  while True:
+    dataset = images.shuffle(buffer, seed=_epoch_seed(config.seed, epoch),
+                             reshuffle_each_iteration=False)
+    dataset = dataset.skip(skip * batch_size)
+    dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    for batch in dataset.as_numpy_iterator():
+      yield {'image': batch}
+    epoch, skip = epoch + 1, 0
+
+
+def fixed_images(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
+                 count: int) -> np.ndarray:
+  """The first `count` images of config.eval_split, preprocessed: a fixed real batch."""
+  dataset = _images(builder, config.eval_split, config.image_key).take(count)
+  dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels))
+  return next(dataset.batch(count).as_numpy_iterator())
+
+
+def prefetch_to_device(batches: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
+                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Copies the next `size` batches to the devices while the current one trains."""
+  queue = collections.deque()
+
+  def enqueue(n: int):
+    for batch in itertools.islice(batches, n):
+      queue.append(jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(sharding, x), batch))
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
