@@ -1,0 +1,71 @@
+"""Defaults shared by every config: the seed's 64x64 VAE-GAN and its training loop.
+
+Dataset configs (mnist.py, cifar10.py, digits.py) start from this and change what
+they need. Any field can be overridden on the command line, e.g.
+`--config.batch_size=128 --config.model.gamma=1e-3`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Data: any TFDS image dataset by name; 'sklearn_digits' is bundled and offline.
+  config.dataset = 'sklearn_digits'
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or ~/tensorflow_datasets.
+  config.image_key = 'image'
+  config.train_split = 'train'
+  config.eval_split = 'test'  # Source of the fixed batch reconstructed in the sample grids.
+  config.image_size = 64  # Images are centre-cropped to a square, then resized.
+  config.num_channels = 1  # Grey datasets are tiled to 3 channels, colour ones averaged to 1, as needed.
+  config.shuffle_buffer = 60_000
+  config.cache_dataset = True  # Keep decoded uint8 images in host memory (mnist, cifar10).
+
+  # Networks (models.py). The seed: leaky_relu; the paper: relu.
+  config.model = ml_collections.ConfigDict()
+  config.model.latent_dim = 128
+  config.model.activation = 'leaky_relu'
+  config.model.encoder_widths = (64, 128, 256)
+  config.model.encoder_dense_width = 2048
+  config.model.decoder_widths = (256, 128, 32)
+  config.model.decoder_kernel_size = 6
+  config.model.discriminator_widths = (32, 128, 256, 256)
+  config.model.discriminator_strides = (1, 2, 2, 2)
+  config.model.discriminator_dense_width = 512
+  config.model.disl_layer = 4  # Dis_l: which convolution (counted from 1) gives the similarity features ...
+  config.model.disl_features = 'post_activation'  # ... after BN + activation (seed) or 'pre_norm' (paper code).
+  config.model.batch_norm_momentum = 0.9  # Flax convention: PyTorch's momentum 0.1.
+
+  # Losses (losses.py, train_step.py).
+  config.loss = ml_collections.ConfigDict()
+  config.loss.gamma = 1.0  # Dec <- gamma * L_llike - L_GAN
+  config.loss.beta = 1.0  # Enc <- L_prior + beta * L_llike
+  config.loss.discriminator_fakes = 'both'  # 'reconstructions', 'prior' or 'both' (seed).
+  config.loss.decoder_gan_loss = 'saturating'  # As in the paper; or 'non_saturating'.
+  config.loss.concat_batches = False  # One BatchNorm batch for real and fakes (paper code) or separate (seed).
+  config.loss.equilibrium_gating = False  # The paper code's balancing of Dis and Dec updates.
+  config.loss.equilibrium = 0.68
+  config.loss.margin = 0.35
+
+  # Optimisation: one RMSProp per network.
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 3e-4
+  config.optim.encoder_lr_mult = 1.0
+  config.optim.decoder_lr_mult = 1.0
+  config.optim.discriminator_lr_mult = 0.1  # The seed trains Dis ten times slower.
+  config.optim.rmsprop_decay = 0.99  # PyTorch's alpha; optax's own default is 0.9.
+  config.optim.rmsprop_eps = 1e-8
+  config.optim.eps_in_sqrt = False  # False: PyTorch's g / (sqrt(v) + eps).
+  config.optim.lr_decay_per_epoch = 1.0  # Exponential decay, staircase per epoch; 1.0 is constant.
+
+  # Loop.
+  config.batch_size = 64  # Global batch, split over all devices.
+  config.num_epochs = 50
+  config.num_train_steps = -1  # > 0 overrides num_epochs.
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.num_sample_images = 64  # Images per grid (a square number).
+  return config

@@ -1,0 +1,48 @@
+"""Trains a VAE-GAN.
+
+  python train.py --config configs/digits.py --workdir runs/digits
+  python train.py --config configs/cifar10.py --workdir runs/c10 --config.batch_size=128
+
+Re-running the same command resumes from the latest checkpoint in --workdir.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiet TensorFlow start-up notices.
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+import tensorflow as tf
+
+from vaegan_jax import train
+from vaegan_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and TensorBoard logs.')
+config_flags.DEFINE_config_file('config', None, 'A config file with get_config().',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _quiet_library_info(record: std_logging.LogRecord) -> bool:
+  """Keeps orbax's per-save INFO chatter out of the progress output."""
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  tf.config.set_visible_devices([], 'GPU')  # TF only feeds data; JAX owns accelerators.
+  logging.get_absl_handler().addFilter(_quiet_library_info)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,153 @@
+"""train_and_evaluate(config, workdir): the VAE-GAN training loop.
+
+Data parallel over all local devices through jax.sharding: the global batch is
+split along the mesh's 'data' axis and the state is replicated, so BatchNorm
+statistics are those of the global batch. Re-running with the same workdir
+resumes from the latest checkpoint: the state, the step, and (because the data
+order is a function of seed and step) the position in the data.
+"""
+
+import functools
+import time
+
+from absl import logging
+from clu import metric_writers
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vaegan_jax import checkpointing
+from vaegan_jax import config_checks
+from vaegan_jax import image_grid
+from vaegan_jax import input_pipeline
+from vaegan_jax import sampling
+from vaegan_jax import train_state
+from vaegan_jax import train_step as train_step_lib
+from vaegan_jax.errors import ConfigError
+
+_PROGRESS_TERMS = (('loss/encoder', 'enc'), ('loss/decoder', 'dec'),
+                   ('loss/discriminator', 'dis'), ('kl', 'kl'), ('llike', 'llike'),
+                   ('d_real', 'D(x)'), ('d_recon', 'D(x~)'), ('d_prior', 'D(xp)'))
+
+
+def _format_duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{seconds:02d}s'
+
+
+def progress_line(step: int, num_steps: int, metrics: dict[str, float],
+                  images_per_second: float) -> str:
+  """One human-readable line: step, the loss terms, throughput and time left."""
+  terms = ' '.join(f'{short} {metrics[key]:.4g}' for key, short in _PROGRESS_TERMS
+                   if key in metrics)
+  skipped = ''.join(f' skip-{name[8:11]} {metrics[name]:.0%}' for name in metrics
+                    if name.startswith('skipped/') and metrics[name] > 0)
+  eta = (num_steps - step) * metrics['batch_size'] / max(images_per_second, 1e-9)
+  return (f'step {step}/{num_steps} | {terms}{skipped} | {images_per_second:.1f} img/s | '
+          f'ETA {_format_duration(eta)}')
+
+
+def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
+                   samples: np.ndarray, real: np.ndarray, recons: np.ndarray) -> None:
+  """PNG grid [samples | real | reconstructions] and the same images in TensorBoard."""
+  panels = [image_grid.grid(samples), image_grid.grid(real), image_grid.grid(recons)]
+  directory = workdir / 'samples'
+  directory.mkdir(parents=True, exist_ok=True)
+  image_grid.save_png(directory / f'step_{step:06d}.png', image_grid.side_by_side(panels))
+  writer.write_images(step, {'samples': panels[0][None], 'reconstructions': np.concatenate(
+      [panels[1], panels[2]], axis=1)[None]})
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | epath.PathLike) -> train_state.TrainState:
+  """Trains from scratch, or from the latest checkpoint in workdir; returns the final state."""
+  config_checks.validate_config(config)
+  workdir = epath.Path(workdir)
+  builder = input_pipeline.get_builder(config)
+  train_size = input_pipeline.num_examples(builder, config.train_split)
+  if train_size < config.batch_size:
+    raise ConfigError(f'config.batch_size={config.batch_size}: larger than the '
+                      f'{train_size} examples of {config.dataset}:{config.train_split}.')
+  steps_per_epoch = train_size // config.batch_size
+  num_steps = (config.num_train_steps if config.num_train_steps > 0
+               else int(config.num_epochs * steps_per_epoch))
+
+  mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  replicated = jax.NamedSharding(mesh, jax.P())
+  data_sharding = jax.NamedSharding(mesh, jax.P('data'))
+  networks = train_state.build_networks(config)
+  optimizers = train_state.build_optimizers(config, steps_per_epoch)
+  init = functools.partial(train_state.create_train_state, config=config, networks=networks,
+                           optimizers=optimizers)
+  state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
+  checkpointing.write_config(workdir, config, has_checkpoint=manager.latest_step() is not None)
+  state = checkpointing.restore_latest(manager, state)
+  start_step = int(state.step)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.AsyncMultiWriter(
+      [metric_writers.SummaryWriter(str(workdir))] if is_chief else [])
+  if start_step:
+    logging.info('Resuming from the checkpoint of step %d in %s.', start_step, workdir)
+  logging.info('Training %s for %d steps (%d per epoch), batch %d on %d device(s).',
+               config.dataset, num_steps, steps_per_epoch, config.batch_size,
+               jax.device_count())
+
+  batches = input_pipeline.prefetch_to_device(
+      input_pipeline.train_batches(builder, config, start_step), data_sharding)
+  step_fn = train_step_lib.make_train_step(config, networks, optimizers)
+  preview = jax.jit(functools.partial(sampling.samples_and_reconstructions, networks))
+  fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
+                              (config.num_sample_images, config.model.latent_dim))
+  fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
+  base_rng = jax.device_get(state.rng)  # A host copy: the state is donated every step.
+
+  def save_checkpoint_and_samples(state):
+    step = int(state.step)
+    checkpointing.save(manager, state)
+    samples, recons = jax.device_get(preview(state, fixed_z, fixed_real))
+    writer.write_scalars(step, {'eval/reconstruction_mse': float(
+        np.mean(np.square(recons - fixed_real[:len(recons)])))})
+    if is_chief:
+      _write_samples(workdir, writer, step, samples, fixed_real, recons)
+
+  pending_metrics = []
+  interval_start, interval_steps = time.perf_counter(), 0
+  for step in range(start_step, num_steps):
+    state, metrics = step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
+    pending_metrics.append(metrics)
+    interval_steps += 1
+    done = step + 1
+    if step == start_step:
+      jax.block_until_ready(state)
+      logging.info('First step (compilation included) took %.1f s.',
+                   time.perf_counter() - interval_start)
+      interval_start, interval_steps = time.perf_counter(), 0
+    if done % config.log_every_steps == 0 or done == num_steps:
+      summary = {k: float(v) for k, v in jax.tree.map(
+          lambda *xs: jnp.mean(jnp.stack(xs)), *pending_metrics).items()}
+      pending_metrics = []
+      elapsed = time.perf_counter() - interval_start
+      images_per_second = interval_steps * config.batch_size / elapsed if interval_steps else 0.0
+      summary['images_per_second'] = images_per_second
+      writer.write_scalars(done, summary)
+      if is_chief:
+        logging.info(progress_line(done, num_steps, dict(summary, batch_size=config.batch_size),
+                                   images_per_second))
+      interval_start, interval_steps = time.perf_counter(), 0
+    if done % config.checkpoint_every_steps == 0 or done == num_steps:
+      save_checkpoint_and_samples(state)
+
+  if start_step >= num_steps:
+    logging.info('Nothing to do: the checkpoint is at step %d of %d.', start_step, num_steps)
+  manager.wait_until_finished()
+  manager.close()
+  writer.flush()
+  writer.close()
+  return state
