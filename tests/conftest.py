@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny configs, an isolated TFDS data dir, and a compile cache.
+
+Tests train real (tiny) networks; the persistent compilation cache lets tests,
+and the subprocesses some of them start, reuse XLA executables.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax
+import ml_collections
+import pytest
+import tensorflow as tf
+
+from configs import digits
+from vaegan_jax import input_pipeline
+
+tf.config.set_visible_devices([], 'GPU')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory) -> str:
+  path = os.environ.get('VAEGAN_TEST_COMPILATION_CACHE') or str(
+      tmp_path_factory.mktemp('jax_cache'))
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  return path
+
+
+@pytest.fixture(scope='session')
+def tfds_data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir of the tests' own (the digits are prepared there once)."""
+  return str(tmp_path_factory.mktemp('tensorflow_datasets'))
+
+
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a network that compiles and steps in seconds on CPU."""
+  config.model.latent_dim = 8
+  config.model.encoder_widths = (8, 16, 16)
+  config.model.encoder_dense_width = 32
+  config.model.decoder_widths = (16, 8, 8)
+  config.model.decoder_kernel_size = 4
+  config.model.discriminator_widths = (8, 8, 16, 16)
+  config.model.discriminator_dense_width = 16
+  config.batch_size = 16
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.num_sample_images = 16
+  return config
+
+
+@pytest.fixture
+def tiny_digits_config(tfds_data_dir) -> ml_collections.ConfigDict:
+  config = tiny(digits.get_config())
+  config.data_dir = tfds_data_dir
+  return config
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+  """tfds.testing.mock_data (random pixels, real feature specs) with the download
+  reachability check answered "yes", as on a machine with network access."""
+  import tensorflow_datasets as tfds
+  monkeypatch.setattr(input_pipeline, '_network_reachable', lambda timeout=5.0: True)
+  with tfds.testing.mock_data(num_examples=40):
+    yield

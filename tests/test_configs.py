@@ -1,0 +1,68 @@
+"""Config files and their validation: bad values fail early, naming the field."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import cifar10
+from configs import default
+from configs import digits
+from configs import mnist
+from vaegan_jax import config_checks
+from vaegan_jax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('module', [default, digits, mnist, cifar10])
+def test_configs_are_valid(module):
+  config_checks.validate_config(module.get_config())
+
+
+@pytest.mark.parametrize('module, dataset, channels', [(mnist, 'mnist', 1),
+                                                       (cifar10, 'cifar10', 3)])
+def test_seed_configs_use_the_seed_setup(module, dataset, channels):
+  config = module.get_config()
+  assert (config.dataset, config.num_channels) == (dataset, channels)
+  assert (config.image_size, config.batch_size) == (64, 64)
+  assert config.optim.learning_rate == 3e-4
+  assert config.optim.discriminator_lr_mult == 0.1
+  assert config.model.latent_dim == 128 and config.model.encoder_dense_width == 2048
+
+
+@pytest.mark.parametrize('field, value', [
+    ('dataset', 'no_such_dataset'),
+    ('image_size', 30),
+    ('image_size', 8),
+    ('num_channels', 2),
+    ('batch_size', 0),
+    ('optim.learning_rate', -0.1),
+    ('optim.rmsprop_decay', 1.0),
+    ('loss.discriminator_fakes', 'everything'),
+    ('loss.decoder_gan_loss', 'wasserstein'),
+    ('loss.gamma', -1.0),
+    ('model.disl_layer', 5),
+    ('model.activation', 'gelu'),
+    ('model.encoder_widths', ()),
+    ('num_sample_images', 10),
+    ('checkpoint_every_steps', 0),
+])
+def test_invalid_values_name_the_field(field, value):
+  config = digits.get_config()
+  parent, _, key = field.rpartition('.')
+  (config[parent] if parent else config)[key] = value
+  with pytest.raises(ConfigError, match=f'config.{field}='):
+    config_checks.validate_config(config)
+
+
+def test_command_line_rejects_bad_override_before_compiling(tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
+       str(tmp_path / 'run'), '--config.optim.learning_rate=-1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert 'config.optim.learning_rate=-1' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()  # Nothing was written.

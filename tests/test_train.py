@@ -1,0 +1,98 @@
+"""End to end: train_and_evaluate on the bundled digits and on mock mnist/cifar10."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import cifar10
+from configs import mnist
+from tests.conftest import tiny
+from vaegan_jax import train
+from vaegan_jax.errors import WorkdirMismatchError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+
+
+def test_digits_run_writes_checkpoints_samples_logs_and_resumes(tiny_digits_config, tmp_path):
+  config = tiny_digits_config
+  config.num_train_steps = 6
+  straight = train.train_and_evaluate(config, tmp_path / 'straight')
+
+  workdir = tmp_path / 'interrupted'
+  config.num_train_steps = 4
+  first = train.train_and_evaluate(config, workdir)
+  assert int(first.step) == 4
+  assert _checkpoint_steps(workdir) == [2, 4]
+  for step in (2, 4):
+    grid = np.asarray(Image.open(workdir / 'samples' / f'step_{step:06d}.png'))
+    assert grid.ndim == 2 and grid.std() > 0  # Grey images, not blank.
+  assert any(p.name.startswith('events.out.tfevents') for p in workdir.iterdir())
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['model']['latent_dim'] == config.model.latent_dim
+
+  # The same command with more steps continues from step 4, at the same data position.
+  config.num_train_steps = 6
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == 6
+  assert _checkpoint_steps(workdir) == [2, 4, 6]
+  for name in ('encoder', 'decoder', 'discriminator'):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 getattr(straight, name).params, getattr(resumed, name).params)
+  assert (workdir / 'config.1.json').exists()  # The 4-step config is kept, not lost.
+
+  # A config with other shapes refuses to resume, and leaves the workdir as it was.
+  config.model.latent_dim = 4
+  with pytest.raises(WorkdirMismatchError, match='config.model.latent_dim is 8 there and 4 here'):
+    train.train_and_evaluate(config, workdir)
+  assert _checkpoint_steps(workdir) == [2, 4, 6]
+  assert json.loads((workdir / 'config.json').read_text())['model']['latent_dim'] == 8
+
+
+@pytest.mark.parametrize('get_config, image_size', [(mnist.get_config, 28),
+                                                    (cifar10.get_config, 32)])
+def test_seed_configs_train_on_mock_tfds(mock_tfds, tmp_path, get_config, image_size):
+  config = tiny(get_config())
+  config.image_size = image_size
+  config.batch_size = 8
+  config.num_train_steps = 2
+  state = train.train_and_evaluate(config, tmp_path)
+  assert int(state.step) == 2
+  assert _checkpoint_steps(tmp_path) == [2]
+  grid = np.asarray(Image.open(tmp_path / 'samples' / 'step_000002.png'))
+  assert grid.shape[-1] == 3 if config.num_channels == 3 else grid.ndim == 2
+
+
+def test_command_line_trains_and_resumes(tfds_data_dir, compilation_cache, tmp_path):
+  """The README's command, shrunk: train, then re-run to resume from the checkpoint."""
+  overrides = ['--config.model.latent_dim=8', '--config.model.encoder_widths=(8,16,16)',
+               '--config.model.encoder_dense_width=32', '--config.model.decoder_widths=(16,8,8)',
+               '--config.model.discriminator_widths=(8,8,16,16)',
+               '--config.model.discriminator_dense_width=16', '--config.batch_size=16',
+               '--config.num_sample_images=16', '--config.log_every_steps=1',
+               '--config.checkpoint_every_steps=2', f'--config.data_dir={tfds_data_dir}']
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
+
+  def run(steps):
+    return subprocess.run(
+        [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
+         str(tmp_path), f'--config.num_train_steps={steps}', *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+  first = run(2)
+  assert first.returncode == 0, first.stderr[-3000:]
+  output = first.stdout + first.stderr
+  assert 'step 2/2 |' in output and 'img/s' in output and 'ETA' in output
+  second = run(3)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'Resuming from the checkpoint of step 2' in second.stdout + second.stderr
+  assert _checkpoint_steps(tmp_path) == [2, 3]

@@ -1,0 +1,193 @@
+"""Loss routing: each network moves by its own loss only, in one fused step."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import digits
+from tests.conftest import tiny
+from vaegan_jax import train_state
+from vaegan_jax import train_step
+
+NETWORKS = train_state.NETWORKS
+
+
+def _config(**loss_overrides):
+  config = tiny(digits.get_config())
+  config.image_size = 28
+  for key, value in loss_overrides.items():
+    config.loss[key] = value
+  return config
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(**loss_overrides):
+  """Networks, optimizers, initial state and jitted step for a tiny 28x28 config."""
+  config = _config(**loss_overrides)
+  networks = train_state.build_networks(config)
+  optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
+  state = train_state.create_train_state(jax.random.PRNGKey(0), config, networks, optimizers)
+  step = jax.jit(functools.partial(train_step.train_step, networks=networks,
+                                   optimizers=optimizers, loss_config=config.loss))
+  return config, networks, optimizers, state, step
+
+
+def _batch(config):
+  images = jax.random.uniform(jax.random.PRNGKey(7), (config.batch_size, config.image_size,
+                                                      config.image_size, config.num_channels),
+                              minval=-1.0, maxval=1.0)
+  return {'image': images}
+
+
+def _reference_losses(networks, loss, params, batch_stats, images, rng):
+  """DESIGN.md's three losses written out directly, independently of train_step.py."""
+
+  def apply(name, inputs):
+    variables = {'params': params[name], 'batch_stats': batch_stats[name]}
+    return getattr(networks, name).apply(variables, inputs, train=True,
+                                         mutable=['batch_stats'])[0]
+
+  noise_rng, prior_rng = jax.random.split(rng)
+  mu, logvar = apply('encoder', images)
+  z = mu + jnp.exp(logvar / 2) * jax.random.normal(noise_rng, mu.shape)
+  z_prior = jax.random.normal(prior_rng, mu.shape)
+  n = images.shape[0]
+  if loss.concat_batches:
+    recon, prior = jnp.split(apply('decoder', jnp.concatenate([z, z_prior])), 2)
+    logits, features = apply('discriminator', jnp.concatenate([images, recon, prior]))
+    real_logits, recon_logits, prior_logits = logits[:n], logits[n:2 * n], logits[2 * n:]
+    real_features, recon_features = features[:n], features[n:2 * n]
+  else:
+    recon, prior = apply('decoder', z), apply('decoder', z_prior)
+    real_logits, real_features = apply('discriminator', images)
+    recon_logits, recon_features = apply('discriminator', recon)
+    prior_logits, _ = apply('discriminator', prior)
+  fakes = {'reconstructions': [recon_logits], 'prior': [prior_logits],
+           'both': [recon_logits, prior_logits]}[loss.discriminator_fakes]
+  kl = jnp.mean(-0.5 * jnp.sum(1 + logvar - mu**2 - jnp.exp(logvar), axis=1))
+  llike = jnp.mean(0.5 * jnp.sum((recon_features - real_features)**2, axis=1))
+  log_d_real = jnp.mean(jax.nn.log_sigmoid(real_logits))
+  log_1m_d_fakes = sum(jnp.mean(jax.nn.log_sigmoid(-l)) for l in fakes)
+  l_gan = log_d_real + log_1m_d_fakes
+  if loss.decoder_gan_loss == 'saturating':
+    decoder_gan = log_1m_d_fakes
+  else:
+    decoder_gan = -sum(jnp.mean(jax.nn.log_sigmoid(l)) for l in fakes)
+  return {'encoder': kl + loss.beta * llike,
+          'decoder': loss.gamma * llike + decoder_gan,
+          'discriminator': -l_gan}
+
+
+ROUTING_CASES = [
+    dict(),  # The seed: separate batches, both fakes, saturating.
+    dict(concat_batches=True, discriminator_fakes='prior', decoder_gan_loss='non_saturating',
+         beta=0.5, gamma=2.0),
+    dict(concat_batches=False, discriminator_fakes='reconstructions', gamma=0.1),
+]
+
+
+@pytest.mark.parametrize('overrides', ROUTING_CASES)
+def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
+  config, networks, _, state, _ = _setup(**overrides)
+  images = _batch(config)['image']
+  rng = jax.random.PRNGKey(3)
+  grads, _, _, _ = jax.jit(functools.partial(
+      train_step.compute_gradients, networks, config.loss))(state, images, rng)
+  params = {name: getattr(state, name).params for name in NETWORKS}
+  stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
+  for name in NETWORKS:
+    expected = jax.grad(lambda own, n=name: _reference_losses(
+        networks, config.loss, {**params, n: own}, stats, images, rng)[n])(params[name])
+    # Tolerance relative to the network's largest gradient: biases in front of
+    # BatchNorm have a true gradient of 0, computed as float32 noise.
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(expected))
+    for got, want in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
+    assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads[name]))
+
+
+def test_llike_gradient_would_move_discriminator_but_is_not_routed_there():
+  """Guards the routing test above: L_llike has a gradient w.r.t. Dis's parameters."""
+  config, networks, _, state, _ = _setup()
+  images = _batch(config)['image']
+  rng = jax.random.PRNGKey(3)
+  params = {name: getattr(state, name).params for name in NETWORKS}
+  stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
+  leaky = jax.grad(lambda own: sum(_reference_losses(
+      networks, config.loss, {**params, 'discriminator': own}, stats, images, rng).values()))(
+          params['discriminator'])
+  grads, _, _, _ = train_step.compute_gradients(networks, config.loss, state, images, rng)
+  differences = [float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(leaky), jax.tree.leaves(grads['discriminator']))]
+  assert max(differences) > 1e-3
+
+
+def _step(overrides, state=None):
+  config, _, _, initial, step = _setup(**overrides)
+  return step(state or initial, _batch(config), jax.random.PRNGKey(5))
+
+
+def _assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def _assert_trees_differ(a, b):
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_llike_weight_leaves_discriminator_update_unchanged():
+  base, _ = _step({})
+  heavy, _ = _step(dict(gamma=50.0, beta=50.0))
+  _assert_trees_equal(base.discriminator.params, heavy.discriminator.params)
+  _assert_trees_differ(base.decoder.params, heavy.decoder.params)
+  _assert_trees_differ(base.encoder.params, heavy.encoder.params)
+
+
+def test_gan_loss_leaves_encoder_update_unchanged():
+  base, _ = _step({})
+  other, _ = _step(dict(decoder_gan_loss='non_saturating'))
+  _assert_trees_equal(base.encoder.params, other.encoder.params)
+  _assert_trees_equal(base.discriminator.params, other.discriminator.params)
+  _assert_trees_differ(base.decoder.params, other.decoder.params)
+
+
+def test_step_updates_everything_and_reports_metrics():
+  _, _, _, initial, _ = _setup()
+  new, metrics = _step({})
+  assert int(new.step) == 1
+  for name in NETWORKS:
+    _assert_trees_differ(getattr(initial, name).params, getattr(new, name).params)
+    _assert_trees_differ(getattr(initial, name).batch_stats, getattr(new, name).batch_stats)
+  for key in ('loss/encoder', 'loss/decoder', 'loss/discriminator', 'kl', 'llike',
+              'gan_decoder', 'd_real', 'd_recon', 'd_prior', 'skipped/discriminator',
+              'skipped/decoder'):
+    assert np.isfinite(float(metrics[key])), key
+  assert 0 < float(metrics['d_real']) < 1
+  assert float(metrics['skipped/discriminator']) == 0.0
+
+
+def test_gating_skips_the_discriminator_when_it_is_too_good():
+  # Equilibrium 100, margin 0: every cost is "below equilibrium", Dis always too good.
+  overrides = dict(equilibrium_gating=True, equilibrium=100.0, margin=0.0)
+  _, _, _, initial, _ = _setup(**overrides)
+  new, metrics = _step(overrides)
+  assert float(metrics['skipped/discriminator']) == 1.0
+  assert float(metrics['skipped/decoder']) == 0.0
+  _assert_trees_equal(initial.discriminator.params, new.discriminator.params)
+  _assert_trees_equal(initial.discriminator.opt_state, new.discriminator.opt_state)
+  _assert_trees_differ(initial.decoder.params, new.decoder.params)
+
+
+@pytest.mark.parametrize('real, fake, update_dis, update_dec', [
+    (0.68, 0.68, True, True),    # Balanced.
+    (0.20, 0.68, False, True),   # Dis too good on real images: pause Dis.
+    (0.68, 0.30, False, True),   # Dis too good on fakes: pause Dis.
+    (1.10, 0.68, True, False),   # Dis too bad: pause Dec.
+    (0.20, 1.10, True, True),    # Both rules fire: train both rather than neither.
+])
+def test_equilibrium_gates(real, fake, update_dis, update_dec):
+  gates = train_step.equilibrium_gates(jnp.float32(real), jnp.float32(fake), 0.68, 0.35)
+  assert (bool(gates[0]), bool(gates[1])) == (update_dis, update_dec)
