@@ -39,15 +39,15 @@ def _format_duration(seconds: float) -> str:
 
 
 def progress_line(step: int, num_steps: int, metrics: dict[str, float],
-                  images_per_second: float) -> str:
+                  images_per_second: float, seconds_per_step: float) -> str:
   """One human-readable line: step, the loss terms, throughput and time left."""
   terms = ' '.join(f'{short} {metrics[key]:.4g}' for key, short in _PROGRESS_TERMS
                    if key in metrics)
-  skipped = ''.join(f' skip-{name[8:11]} {metrics[name]:.0%}' for name in metrics
+  skipped = ''.join(f' skipped-{name[8:]} {metrics[name]:.0%}' for name in metrics
                     if name.startswith('skipped/') and metrics[name] > 0)
-  eta = (num_steps - step) * metrics['batch_size'] / max(images_per_second, 1e-9)
+  eta = _format_duration((num_steps - step) * seconds_per_step)
   return (f'step {step}/{num_steps} | {terms}{skipped} | {images_per_second:.1f} img/s | '
-          f'ETA {_format_duration(eta)}')
+          f'ETA {eta}')
 
 
 def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
@@ -133,13 +133,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       summary = {k: float(v) for k, v in jax.tree.map(
           lambda *xs: jnp.mean(jnp.stack(xs)), *pending_metrics).items()}
       pending_metrics = []
-      elapsed = time.perf_counter() - interval_start
-      images_per_second = interval_steps * config.batch_size / elapsed if interval_steps else 0.0
+      seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
+      images_per_second = config.batch_size / seconds_per_step if interval_steps else 0.0
       summary['images_per_second'] = images_per_second
       writer.write_scalars(done, summary)
       if is_chief:
-        logging.info(progress_line(done, num_steps, dict(summary, batch_size=config.batch_size),
-                                   images_per_second))
+        logging.info(progress_line(done, num_steps, summary, images_per_second,
+                                   seconds_per_step))
       interval_start, interval_steps = time.perf_counter(), 0
     if done % config.checkpoint_every_steps == 0 or done == num_steps:
       save_checkpoint_and_samples(state)
