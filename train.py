@@ -6,7 +6,6 @@
 Re-running the same command resumes from the latest checkpoint in --workdir.
 """
 
-import logging as std_logging
 import os
 import sys
 
@@ -14,10 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiet TensorFlow start-up 
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
-import tensorflow as tf
 
+from vaegan_jax import entry_point
 from vaegan_jax import train
 from vaegan_jax.errors import UserError
 
@@ -28,16 +26,10 @@ config_flags.DEFINE_config_file('config', None, 'A config file with get_config()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _quiet_library_info(record: std_logging.LogRecord) -> bool:
-  """Keeps orbax's per-save INFO chatter out of the progress output."""
-  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  tf.config.set_visible_devices([], 'GPU')  # TF only feeds data; JAX owns accelerators.
-  logging.get_absl_handler().addFilter(_quiet_library_info)
+  entry_point.set_up()
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:

@@ -2,7 +2,7 @@
 
 Dataset configs (mnist.py, cifar10.py, digits.py) start from this and change what
 they need. Any field can be overridden on the command line, e.g.
-`--config.batch_size=128 --config.model.gamma=1e-3`.
+`--config.batch_size=128 --config.loss.gamma=0.5`.
 """
 
 import ml_collections
