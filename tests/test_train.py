@@ -82,10 +82,10 @@ def test_command_line_trains_and_resumes(tfds_data_dir, compilation_cache, tmp_p
                '--config.checkpoint_every_steps=2', f'--config.data_dir={tfds_data_dir}']
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
 
-  def run(steps):
+  def run(steps):  # A relative --workdir, as in the README.
     return subprocess.run(
         [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
-         str(tmp_path), f'--config.num_train_steps={steps}', *overrides],
+         os.path.relpath(tmp_path, ROOT), f'--config.num_train_steps={steps}', *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
   first = run(2)

@@ -6,33 +6,68 @@ config of the run, which sample.py reads to rebuild the networks.
 
 import json
 
+from absl import logging
 from etils import epath
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from vaegan_jax.errors import WorkdirMismatchError
+from vaegan_jax.errors import CheckpointError, WorkdirMismatchError
 from vaegan_jax.train_state import TrainState
 
 CONFIG_FILE = 'config.json'
 # Fields that decide the shapes of the state: a checkpoint restores only into these.
 _SHAPE_FIELDS = ('image_size', 'num_channels', 'model')
+_UNREADABLE = 'checkpoints_unreadable'  # Where a damaged checkpoint is moved by a fallback.
 
 
 def create_manager(workdir: epath.PathLike, keep: int) -> ocp.CheckpointManager:
   """Asynchronous saves, keeping the last `keep` checkpoints."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=True)
-  return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options)
+  # Orbax needs an absolute path; the README's commands pass relative ones.
+  return ocp.CheckpointManager(epath.Path(workdir).absolute() / 'checkpoints', options=options)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
-  """The latest checkpoint restored onto `state`'s shapes and shardings, else `state`."""
-  step = manager.latest_step()
-  if step is None:
-    return state
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
+                   fallback: bool = False) -> TrainState:
+  """The latest checkpoint restored onto `state`'s shapes and shardings, else `state`.
+
+  Orbax writes a checkpoint to a temporary directory and renames it when complete,
+  so a save cut off by a crash is never listed. A listed checkpoint that cannot be
+  read (a truncated or damaged file) stops the run, or with `fallback` is moved to
+  WORKDIR/checkpoints_unreadable/ (never deleted) and the next newest is tried.
+  """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # Orbax and TensorStore raise many kinds for a damaged file.
+      path = manager.directory / str(step)
+      reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
+      if not fallback:
+        earlier = [s for s in manager.all_steps() if s < step]
+        then = (f'resume from the previous checkpoint (step {max(earlier)})' if earlier
+                else 'start over')
+        raise CheckpointError(
+            f'The checkpoint of step {step} ({path}) cannot be read ({reason}). To {then}, '
+            're-run with --config.checkpoint_fallback=True: the unreadable checkpoint is '
+            f'moved to {_UNREADABLE}/ beside checkpoints/, not deleted.') from e
+      aside = _move_aside(path)
+      logging.warning('The checkpoint of step %d cannot be read (%s); moved it to %s and '
+                      'trying the previous one.', step, reason, aside)
+      manager.reload()
+  return state
+
+
+def _move_aside(path: epath.Path) -> epath.Path:
+  directory = path.parent.parent / _UNREADABLE
+  directory.mkdir(exist_ok=True)
+  target, copy = directory / path.name, 1
+  while target.exists():
+    target, copy = directory / f'{path.name}.{copy}', copy + 1
+  path.rename(target)
+  return target
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState) -> None:

@@ -49,6 +49,10 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     try:
       builder.download_and_prepare()
     except Exception as e:  # TFDS raises many kinds; all mean the same to the user.
+      builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+      if builder.is_prepared():  # Another run prepared it at the same time.
+        _check_fields(builder, config)
+        return builder
       raise DatasetUnavailableError(
           f'Could not download and prepare TFDS dataset {config.dataset!r} in '
           f'{builder.data_dir}: {e}') from e
@@ -131,11 +135,45 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
 
 
 def fixed_images(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                 count: int) -> np.ndarray:
-  """The first `count` images of config.eval_split, preprocessed: a fixed real batch."""
-  dataset = _images(builder, config.eval_split, config.image_key).take(count)
+                 count: int, split: str | None = None) -> np.ndarray:
+  """The first `count` images of a split (config.eval_split by default), preprocessed."""
+  dataset = _images(builder, split or config.eval_split, config.image_key).take(count)
   dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels))
   return next(dataset.batch(count).as_numpy_iterator())
+
+
+def _has_attribute(example: dict, attribute: str) -> bool:
+  name, _, value = attribute.partition('=')
+  found = example.get(name, example.get('attributes', {}).get(name))
+  return bool(found) if not value else str(found) == value
+
+
+def images_by_attribute(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
+                        split: str, attribute: str, limit: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """Preprocessed images of the first `limit` examples of a split, with and without an attribute.
+
+  `attribute` is a boolean feature (celeb_a's 'Smiling', looked up in 'attributes'
+  too) or NAME=VALUE for any scalar feature ('label=1').
+  """
+  name = attribute.partition('=')[0]
+  features = builder.info.features
+  known = [k for k, v in features.items() if not isinstance(v, tfds.features.Image)]
+  if 'attributes' in features:
+    known += list(features['attributes'].keys())
+  if name not in known:
+    raise ConfigError(f'attribute {attribute!r}: {builder.name} has no feature {name!r}; '
+                      f'its features: {known}')
+  groups = {True: [], False: []}
+  examples = builder.as_dataset(split=split, shuffle_files=False).take(limit)
+  for example in examples.as_numpy_iterator():
+    image = preprocess(example[config.image_key], config.image_size, config.num_channels)
+    groups[_has_attribute(example, attribute)].append(image.numpy())
+  if not groups[True] or not groups[False]:
+    raise ConfigError(f'attribute {attribute!r}: among the first {limit} examples of '
+                      f'{builder.name}:{split}, {len(groups[True])} have it and '
+                      f'{len(groups[False])} do not; both sets must be non-empty.')
+  return np.stack(groups[True]), np.stack(groups[False])
 
 
 def prefetch_to_device(batches: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
