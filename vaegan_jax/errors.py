@@ -15,3 +15,15 @@ class DatasetUnavailableError(UserError, RuntimeError):
 
 class WorkdirMismatchError(UserError):
   """The workdir holds checkpoints of a model with other shapes."""
+
+
+class CheckpointError(UserError):
+  """No checkpoint to restore, no such step, or one that does not fit the saved config."""
+
+
+class ImageReadError(UserError):
+  """A user's image file that cannot be read as an image."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+  """A loss or gradient went NaN or Inf; the message names the step and the term."""

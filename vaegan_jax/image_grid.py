@@ -12,10 +12,13 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
-  """[N, H, W, C] images in [-1, 1] -> one square-ish uint8 [rows*H, cols*W, C] grid."""
+def grid(images: np.ndarray, padding: int = 2, columns: int | None = None) -> np.ndarray:
+  """[N, H, W, C] images in [-1, 1] -> one uint8 [rows*H, cols*W, C] grid, row by row.
+
+  Square-ish unless `columns` is given.
+  """
   count, height, width, channels = images.shape
-  cols = math.ceil(math.sqrt(count))
+  cols = columns or math.ceil(math.sqrt(count))
   rows = math.ceil(count / cols)
   out = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding,
                  channels), 255, np.uint8)

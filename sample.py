@@ -1,0 +1,169 @@
+"""Restores a trained VAE-GAN and draws the paper's figures.
+
+  python sample.py --workdir runs/digits
+  python sample.py --workdir runs/c10 --outdir runs/c10/figures --step 20000 --temperature 0.8
+  python sample.py --workdir runs/c10 --images my_photos/ --figures reconstructions
+
+Writes to --outdir (default WORKDIR/figures):
+  samples.png          --num x --num decodes of z ~ N(0, temperature^2 I);
+  reconstructions.png  real images (left) and Enc->Dec reconstructions (right);
+  interpolations.png   rows of decodes between the latents of pairs of real images;
+  attributes.png       per row: an image, its reconstruction, and decodes with the mean
+                       latent difference of an attribute added (the paper's Figure 5).
+Real images come from --images (a folder of any image files) or from --split of
+the run's dataset. The run's config.json rebuilds the networks; the workdir is
+only read.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+import jax
+
+from vaegan_jax import entry_point
+from vaegan_jax import figures
+from vaegan_jax import image_files
+from vaegan_jax import image_grid
+from vaegan_jax import inference
+from vaegan_jax import input_pipeline
+from vaegan_jax.errors import ConfigError, DatasetUnavailableError, UserError
+
+FIGURES = ('samples', 'reconstructions', 'interpolations', 'attributes')
+
+flags.DEFINE_string('workdir', None, 'The --workdir of a train.py run.')
+flags.DEFINE_string('outdir', None, 'Where the PNGs go; default WORKDIR/figures.')
+flags.DEFINE_integer('step', None, 'The checkpoint to restore; default the latest.')
+flags.DEFINE_list('figures', list(FIGURES), f'Which figures to draw, of {FIGURES}.')
+flags.DEFINE_integer('num', 8, 'Grid side of samples.png; rows of the other figures.')
+flags.DEFINE_integer('seed', 0, 'Seed of the prior latents.')
+flags.DEFINE_float('temperature', 1.0, 'Scale of the prior latents z.')
+flags.DEFINE_string('images', None, 'A folder of your own images (any size: they are '
+                    'centre-cropped and resized as in training) instead of --split.')
+flags.DEFINE_bool('skip_unreadable', False, 'Leave out (and report) files of --images and '
+                  'the attribute folders that are not images, instead of stopping.')
+flags.DEFINE_string('split', None, "TFDS split of the run's dataset; default its eval_split.")
+flags.DEFINE_string('data_dir', None, "TFDS data dir; default the run's config.data_dir.")
+flags.DEFINE_enum('interpolation', 'linear', ['linear', 'slerp'], 'Path between latents.')
+flags.DEFINE_integer('interpolation_steps', 8, 'Decodes per interpolation row.')
+flags.DEFINE_string('attribute', None, "A TFDS feature: a boolean one such as celeb_a's "
+                    "'Smiling', or NAME=VALUE ('label=1'). Default: Smiling or label=1, "
+                    'whichever the dataset has.')
+flags.DEFINE_string('with_attribute', None, 'A folder of images with the attribute '
+                    '(with --without_attribute, instead of --attribute).')
+flags.DEFINE_string('without_attribute', None, 'A folder of images without it.')
+flags.DEFINE_integer('attribute_examples', 1000, 'Examples of --split scanned for --attribute.')
+flags.DEFINE_list('attribute_scales', ['0.5', '1', '1.5', '2'],
+                  'Multiples of the attribute vector added, one column each.')
+flags.mark_flag_as_required('workdir')
+FLAGS = flags.FLAGS
+
+
+def _default_attribute(builder) -> str | None:
+  features = builder.info.features
+  if 'attributes' in features and 'Smiling' in features['attributes'].keys():
+    return 'Smiling'
+  return 'label=1' if 'label' in features else None
+
+
+def _check_flags() -> None:
+  unknown = sorted(set(FLAGS.figures) - set(FIGURES))
+  if unknown:
+    raise ConfigError(f'--figures: unknown {unknown}; choose from {list(FIGURES)}.')
+  for name in ('num', 'interpolation_steps', 'attribute_examples'):
+    if FLAGS[name].value < 1:
+      raise ConfigError(f'--{name}={FLAGS[name].value}: must be >= 1.')
+  try:
+    [float(s) for s in FLAGS.attribute_scales]
+  except ValueError:
+    raise ConfigError(f'--attribute_scales={FLAGS.attribute_scales}: must be numbers.') from None
+  if bool(FLAGS.with_attribute) != bool(FLAGS.without_attribute):
+    raise ConfigError('--with_attribute and --without_attribute go together.')
+
+
+def draw(model: inference.Model) -> dict[str, object]:
+  """The requested figures as uint8 arrays; reads real images only if a figure needs them."""
+  config = model.config
+  drawn = {}
+  if 'samples' in FLAGS.figures:
+    drawn['samples'] = figures.samples(model, FLAGS.num, jax.random.PRNGKey(FLAGS.seed),
+                                       FLAGS.temperature)
+  needs_data = [f for f in FLAGS.figures if f != 'samples']
+  if not needs_data:
+    return drawn
+  count = max(FLAGS.num * FLAGS.num, 2 * FLAGS.num)
+  builder = None
+  if FLAGS.images:
+    real = image_files.load_folder(FLAGS.images, config.image_size, config.num_channels, count,
+                                      FLAGS.skip_unreadable)
+  else:
+    if FLAGS.data_dir:
+      config.data_dir = FLAGS.data_dir
+    try:
+      builder = input_pipeline.get_builder(config)
+    except DatasetUnavailableError as e:
+      logging.warning('%s\nSkipping %s; --images DIR draws them from your own images.',
+                      e, ', '.join(needs_data))
+      return drawn
+    split = FLAGS.split or config.eval_split
+    if builder.info.splits and split not in builder.info.splits:
+      raise ConfigError(f'--split={split!r} is not a split of {builder.name}; its splits: '
+                        f'{list(builder.info.splits)}')
+    real = input_pipeline.fixed_images(builder, config, count, split=split)
+  if 'reconstructions' in FLAGS.figures:
+    drawn['reconstructions'] = figures.reconstructions(model, real[:FLAGS.num * FLAGS.num])
+  if 'interpolations' in FLAGS.figures:
+    if len(real) < 2:
+      raise ConfigError('interpolations need at least 2 real images.')
+    drawn['interpolations'] = figures.interpolations(
+        model, real[:2 * FLAGS.num], FLAGS.interpolation_steps, FLAGS.interpolation)
+  if 'attributes' in FLAGS.figures:
+    scales = [float(s) for s in FLAGS.attribute_scales]
+    if FLAGS.with_attribute:
+      with_images, without_images = (
+          image_files.load_folder(folder, config.image_size, config.num_channels,
+                                  skip_unreadable=FLAGS.skip_unreadable)
+          for folder in (FLAGS.with_attribute, FLAGS.without_attribute))
+    else:
+      attribute = FLAGS.attribute or (builder and _default_attribute(builder))
+      if not attribute:
+        logging.warning('Skipping attributes: give --attribute, or --with_attribute and '
+                        '--without_attribute folders.')
+        return drawn
+      logging.info('Attribute vector of %r from the first %d examples of %s.', attribute,
+                   FLAGS.attribute_examples, FLAGS.split or config.eval_split)
+      with_images, without_images = input_pipeline.images_by_attribute(
+          builder, config, FLAGS.split or config.eval_split, attribute,
+          FLAGS.attribute_examples)
+    vector = inference.attribute_vector(model, with_images, without_images)
+    drawn['attributes'] = figures.attribute_arithmetic(model, real[:FLAGS.num], vector, scales)
+  return drawn
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  entry_point.set_up()
+  try:
+    _check_flags()
+    if FLAGS.images:
+      image_files.list_images(FLAGS.images)  # Fail on a bad folder before restoring.
+    model = inference.load_model(FLAGS.workdir, FLAGS.step)
+    logging.info('Restored step %d of %s.', model.step, FLAGS.workdir)
+    drawn = draw(model)
+  except UserError as e:
+    sys.exit(f'error: {e}')
+  outdir = epath.Path(FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures')
+  outdir.mkdir(parents=True, exist_ok=True)
+  for name, image in drawn.items():
+    image_grid.save_png(outdir / f'{name}.png', image)
+    logging.info('Wrote %s', outdir / f'{name}.png')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,198 @@
+"""Restoring trained models (inference.py) and drawing the figures (sample.py)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import digits
+from tests.conftest import tiny
+from vaegan_jax import figures
+from vaegan_jax import image_files
+from vaegan_jax import inference
+from vaegan_jax import train
+from vaegan_jax.errors import CheckpointError, ImageReadError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_digits(data_dir):
+  config = tiny(digits.get_config())
+  config.data_dir = data_dir
+  return config
+
+
+@pytest.fixture(scope='module')
+def trained(tfds_data_dir, tmp_path_factory):
+  """A tiny digits run of 40 steps (enough for BatchNorm's running statistics to settle)."""
+  config = _tiny_digits(tfds_data_dir)
+  config.num_train_steps = 40
+  config.log_every_steps = 20
+  config.checkpoint_every_steps = 20
+  workdir = tmp_path_factory.mktemp('trained')
+  state = train.train_and_evaluate(config, workdir)
+  return workdir, jax.device_get(state)
+
+
+def _snapshot(directory):
+  """Every file under a directory with its size and modification time."""
+  return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(directory.rglob('*')) if p.is_file()}
+
+
+def test_parameters_alone_and_the_whole_state_restore_as_trained(trained):
+  workdir, final = trained
+  model = inference.load_model(workdir)
+  assert model.step == 40
+  assert inference.available_steps(workdir) == [20, 40]
+  _, state = inference.restore_train_state(workdir)
+  for name in ('encoder', 'decoder', 'discriminator'):
+    expected = getattr(final, name)
+    jax.tree.map(np.testing.assert_array_equal, model.variables[name]['params'],
+                 expected.params)
+    jax.tree.map(np.testing.assert_array_equal, model.variables[name]['batch_stats'],
+                 expected.batch_stats)
+    jax.tree.map(np.testing.assert_array_equal, getattr(state, name).opt_state,
+                 expected.opt_state)
+  assert 'opt_state' not in model.variables['decoder']  # Never read for inference.
+  earlier = inference.load_model(workdir, step=20)
+  assert earlier.step == 20
+  assert not np.array_equal(earlier.variables['decoder']['params']['Dense_0']['kernel'],
+                            model.variables['decoder']['params']['Dense_0']['kernel'])
+
+
+def test_evaluation_mode_uses_sane_running_statistics(trained):
+  workdir, _ = trained
+  model = inference.load_model(workdir)
+  stats = model.variables['decoder']['batch_stats']
+  for layer in stats.values():
+    assert np.all(np.isfinite(layer['mean'])) and np.all(layer['var'] > 0)
+  assert any(np.abs(layer['mean']).max() > 1e-3 for layer in stats.values())  # Not the init.
+
+  z = jax.random.normal(jax.random.PRNGKey(0), (256, model.config.model.latent_dim))
+  decoder, params = model.networks.decoder, model.variables['decoder']['params']
+  evaluation = inference.decode(model, z)
+  training, _ = decoder.apply({'params': params, 'batch_stats': stats}, z, train=True,
+                              mutable=['batch_stats'])
+  initial_stats = {k: {'mean': jnp.zeros_like(v['mean']), 'var': jnp.ones_like(v['var'])}
+                   for k, v in stats.items()}
+  with_initial = decoder.apply({'params': params, 'batch_stats': initial_stats}, z,
+                               train=False)
+  # The running statistics describe the batches the decoder sees: its evaluation
+  # outputs are close to its batch-statistics outputs, unlike with the initial ones.
+  gap = float(jnp.mean(jnp.abs(evaluation - training)))
+  gap_initial = float(jnp.mean(jnp.abs(with_initial - training)))
+  assert gap < 0.1 and gap < gap_initial / 4, (gap, gap_initial)
+
+
+def test_restores_on_one_device_what_eight_devices_trained(tfds_data_dir, compilation_cache,
+                                                           tmp_path):
+  workdir, expected_path = tmp_path / 'run', tmp_path / 'eight.npy'
+  script = textwrap.dedent(f"""
+      import jax, numpy as np
+      from configs import digits
+      from tests.conftest import tiny
+      from vaegan_jax import sampling, train, train_state
+      assert jax.device_count() == 8
+      config = tiny(digits.get_config())
+      config.data_dir = {tfds_data_dir!r}
+      state = train.train_and_evaluate(config, {str(workdir)!r})
+      mesh = jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+      z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, 8)),
+                         jax.NamedSharding(mesh, jax.P('data')))
+      images = sampling.decode(train_state.build_networks(config), state, z)
+      assert len(images.sharding.device_set) == 8
+      np.save({str(expected_path)!r}, np.asarray(images))
+      """)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_COMPILATION_CACHE_DIR=compilation_cache)
+  result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  assert jax.device_count() == 1
+  model = inference.load_model(workdir)
+  images = inference.decode(model, jax.random.normal(jax.random.PRNGKey(7), (16, 8)))
+  np.testing.assert_allclose(images, np.load(expected_path), atol=1e-5)
+
+
+def test_bad_inputs_are_refused_and_leave_the_workdir_unchanged(trained, tmp_path):
+  workdir, _ = trained
+  before = _snapshot(workdir)
+  with pytest.raises(CheckpointError, match='has no checkpoint of step 7; its checkpoints: 20, 40'):
+    inference.load_model(workdir, step=7)
+  with pytest.raises(CheckpointError, match='is not the --workdir of a train.py run'):
+    inference.load_model(tmp_path)
+  (tmp_path / 'config.json').write_text((workdir / 'config.json').read_text())
+  with pytest.raises(CheckpointError, match='has no checkpoints'):
+    inference.load_model(tmp_path)
+
+  other = tmp_path / 'other'
+  shutil.copytree(workdir, other)
+  config = json.loads((other / 'config.json').read_text())
+  config['model']['latent_dim'] = 4
+  (other / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(CheckpointError, match=r"does not belong to the model of its config.json.*"
+                     r"\['decoder'\]\['params'\]\['Dense_0'\]\['kernel'\] has shape \(8, "):
+    inference.load_model(other)
+
+  folder = tmp_path / 'mine'
+  folder.mkdir()
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / 'a.png')
+  (folder / 'b.jpg').write_text('not an image')
+  with pytest.raises(ImageReadError, match='b.jpg cannot be read as an image'):
+    image_files.load_folder(folder, 32, 1)
+  assert image_files.load_folder(folder, 32, 1, skip_unreadable=True).shape == (1, 32, 32, 1)
+  assert _snapshot(workdir) == before
+
+
+def test_figures_have_the_promised_layout(trained):
+  workdir, _ = trained
+  model = inference.load_model(workdir)
+  size = model.config.image_size
+  cell = size + 2  # Each image and its padding.
+  real = np.asarray(inference.sample(model, 4, jax.random.PRNGKey(1)))
+  assert figures.samples(model, 3, jax.random.PRNGKey(0)).shape == (3 * cell + 2,) * 2 + (1,)
+  assert figures.interpolations(model, real, steps=5).shape == (2 * cell + 2, 7 * cell + 2, 1)
+  vector = inference.attribute_vector(model, real[:2], real[2:])
+  assert figures.attribute_arithmetic(model, real[:3], vector, [1.0, 2.0]).shape == (
+      3 * cell + 2, 4 * cell + 2, 1)
+  z0, z1 = jnp.ones(8), -jnp.ones(8).at[0].set(2.0)
+  for method in ('linear', 'slerp'):
+    path = inference.interpolate(z0, z1, 5, method)
+    np.testing.assert_allclose(path[0], z0, atol=1e-6)
+    np.testing.assert_allclose(path[-1], z1, atol=1e-6)
+  slerp = inference.interpolate(z0, z0.at[1].set(-1.0), 5, 'slerp')  # Equal norms.
+  np.testing.assert_allclose(jnp.linalg.norm(slerp, axis=1), jnp.sqrt(8.0), rtol=1e-5)
+
+
+def test_command_line_writes_four_figures_and_reports_bad_input(trained, tmp_path,
+                                                               compilation_cache):
+  workdir, _ = trained
+  before = _snapshot(workdir)
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
+
+  def run(*args):
+    return subprocess.run([sys.executable, 'sample.py', '--workdir', str(workdir), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+  done = run('--outdir', str(tmp_path / 'figures'), '--num', '4')
+  assert done.returncode == 0, done.stderr[-3000:]
+  for name in ('samples', 'reconstructions', 'interpolations', 'attributes'):
+    image = np.asarray(Image.open(tmp_path / 'figures' / f'{name}.png'))
+    assert image.ndim == 2 and image.std() > 0, name
+
+  bad = run('--outdir', str(tmp_path / 'bad'), '--step', '3')
+  assert bad.returncode != 0
+  assert 'error: ' in bad.stderr and 'no checkpoint of step 3' in bad.stderr
+  assert 'Traceback' not in bad.stderr
+  assert not (tmp_path / 'bad').exists()
+  assert _snapshot(workdir) == before
