@@ -67,5 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
+  # A step with a non-finite loss or gradient never changes the networks. 'stop': end
+  # the run with a message naming the term (the latest checkpoint stays the last good
+  # state); 'skip': drop that batch and go on, counted in the metric 'nonfinite'.
+  config.on_nonfinite = 'stop'
+  # An unreadable latest checkpoint stops the run with a message; True moves it to
+  # WORKDIR/checkpoints_unreadable/ and resumes from the newest readable one.
+  config.checkpoint_fallback = False
   config.num_sample_images = 64  # Images per grid (a square number).
   return config

@@ -48,6 +48,8 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
     ('model.encoder_widths', ()),
     ('num_sample_images', 10),
     ('checkpoint_every_steps', 0),
+    ('on_nonfinite', 'ignore'),
+    ('image_key', ''),
 ])
 def test_invalid_values_name_the_field(field, value):
   config = digits.get_config()

@@ -21,6 +21,7 @@ _CHOICES = {
     'loss.discriminator_fakes': ('reconstructions', 'prior', 'both'),
     'loss.decoder_gan_loss': ('saturating', 'non_saturating'),
     'num_channels': (1, 3),
+    'on_nonfinite': ('stop', 'skip'),
 }
 
 
@@ -99,3 +100,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(config, field, lambda v: _is_int(v) and v >= 1, 'must be an integer >= 1')
   _require(config, 'num_sample_images', lambda v: _is_int(v) and v >= 1 and math.isqrt(v) ** 2 == v,
            'must be a square number (the grids are square), e.g. 64')
+  _require(config, 'seed', _is_int, 'must be an integer')
+  for field in ('cache_dataset', 'checkpoint_fallback', 'loss.concat_batches',
+                'loss.equilibrium_gating', 'optim.eps_in_sqrt'):
+    _require(config, field, lambda v: isinstance(v, bool), 'must be True or False')
+  for field in ('image_key', 'train_split', 'eval_split'):
+    _require(config, field, lambda v: isinstance(v, str) and v, 'must be a non-empty string')

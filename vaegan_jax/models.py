@@ -42,8 +42,13 @@ def decoder_plan(image_size: int, num_layers: int) -> tuple[int, tuple[int, ...]
   return image_size // 2**upsamplings, strides
 
 
+# |logvar| bound: exp(20) * latent_dim stays far below float32/bfloat16's maximum,
+# so the KL and the reparameterisation cannot overflow; trained values are within +-10.
+LOGVAR_LIMIT = 20.0
+
+
 class Encoder(nn.Module):
-  """x -> (mu, logvar) of the Gaussian posterior q(z|x)."""
+  """x -> (mu, logvar) of the Gaussian posterior q(z|x); logvar clipped to +-LOGVAR_LIMIT."""
 
   latent_dim: int = 128
   widths: Sequence[int] = (64, 128, 256)
@@ -62,7 +67,7 @@ class Encoder(nn.Module):
     x = act(_batch_norm(train, self.batch_norm_momentum)(x))
     mu = nn.Dense(self.latent_dim, name='mu')(x)
     logvar = nn.Dense(self.latent_dim, name='logvar')(x)
-    return mu, logvar
+    return mu, jnp.clip(logvar, -LOGVAR_LIMIT, LOGVAR_LIMIT)
 
 
 class Decoder(nn.Module):

@@ -8,6 +8,8 @@ order is a function of seed and step) the position in the data.
 """
 
 import functools
+import signal
+import threading
 import time
 
 from absl import logging
@@ -25,7 +27,7 @@ from vaegan_jax import input_pipeline
 from vaegan_jax import sampling
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
-from vaegan_jax.errors import ConfigError
+from vaegan_jax.errors import ConfigError, NonFiniteError
 
 _PROGRESS_TERMS = (('loss/encoder', 'enc'), ('loss/decoder', 'dec'),
                    ('loss/discriminator', 'dis'), ('kl', 'kl'), ('llike', 'llike'),
@@ -45,9 +47,49 @@ def progress_line(step: int, num_steps: int, metrics: dict[str, float],
                    if key in metrics)
   skipped = ''.join(f' skipped-{name[8:]} {metrics[name]:.0%}' for name in metrics
                     if name.startswith('skipped/') and metrics[name] > 0)
+  if metrics.get('nonfinite', 0) > 0:
+    skipped += f' non-finite {metrics["nonfinite"]:.0%}'
   eta = _format_duration((num_steps - step) * seconds_per_step)
   return (f'step {step}/{num_steps} | {terms}{skipped} | {images_per_second:.1f} img/s | '
           f'ETA {eta}')
+
+
+class _StopOnSigterm:
+  """Turns SIGTERM (what preemption sends) into a request to checkpoint and stop."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
+                  manager) -> None:
+  """Stops the run (or with on_nonfinite='skip', warns) if `step` was not finite."""
+  if not float(metrics['nonfinite']):
+    return
+  terms = [train_step_lib.FINITE_CHECKS.get(term, term.replace('/', ' of the '))
+           for term in train_step_lib.CHECKED_TERMS if float(metrics[f'nonfinite/{term}'])]
+  if on_nonfinite == 'skip':
+    logging.warning('Step %d: non-finite %s; the networks skip this batch.', step,
+                    ', '.join(terms))
+    return
+  latest = manager.latest_step()
+  raise NonFiniteError(
+      f'Step {step}: non-finite {", ".join(terms)}. Training stopped and this state was not '
+      f'saved; the latest checkpoint ({f"step {latest}" if latest is not None else "none"}) '
+      'is the last good state. Re-running resumes from it; a lower '
+      '--config.optim.learning_rate may avoid the overflow, and --config.on_nonfinite=skip '
+      'drops such batches instead of stopping.')
 
 
 def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
@@ -88,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir.mkdir(parents=True, exist_ok=True)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   checkpointing.write_config(workdir, config, has_checkpoint=manager.latest_step() is not None)
-  state = checkpointing.restore_latest(manager, state)
+  state = checkpointing.restore_latest(manager, state, config.checkpoint_fallback)
   start_step = int(state.step)
   is_chief = jax.process_index() == 0
   writer = metric_writers.AsyncMultiWriter(
@@ -117,37 +159,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if is_chief:
       _write_samples(workdir, writer, step, samples, fixed_real, recons)
 
-  pending_metrics = []
+  stop = _StopOnSigterm()
+  pending_metrics, unchecked = [], None
   interval_start, interval_steps = time.perf_counter(), 0
-  for step in range(start_step, num_steps):
-    state, metrics = step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
-    pending_metrics.append(metrics)
-    interval_steps += 1
-    done = step + 1
-    if step == start_step:
-      jax.block_until_ready(state)
-      logging.info('First step (compilation included) took %.1f s.',
-                   time.perf_counter() - interval_start)
-      interval_start, interval_steps = time.perf_counter(), 0
-    if done % config.log_every_steps == 0 or done == num_steps:
-      summary = {k: float(v) for k, v in jax.tree.map(
-          lambda *xs: jnp.mean(jnp.stack(xs)), *pending_metrics).items()}
-      pending_metrics = []
-      seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
-      images_per_second = config.batch_size / seconds_per_step if interval_steps else 0.0
-      summary['images_per_second'] = images_per_second
-      writer.write_scalars(done, summary)
-      if is_chief:
-        logging.info(progress_line(done, num_steps, summary, images_per_second,
-                                   seconds_per_step))
-      interval_start, interval_steps = time.perf_counter(), 0
-    if done % config.checkpoint_every_steps == 0 or done == num_steps:
-      save_checkpoint_and_samples(state)
-
-  if start_step >= num_steps:
-    logging.info('Nothing to do: the checkpoint is at step %d of %d.', start_step, num_steps)
-  manager.wait_until_finished()
-  manager.close()
-  writer.flush()
-  writer.close()
+  try:
+    for step in range(start_step, num_steps):
+      state, metrics = step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
+      done = step + 1
+      # Checking the previous step's metrics keeps this step's dispatch asynchronous.
+      if unchecked is not None:
+        _check_finite(*unchecked, config.on_nonfinite, manager)
+      unchecked = (done, metrics)
+      pending_metrics.append(metrics)
+      interval_steps += 1
+      if step == start_step:
+        jax.block_until_ready(state)
+        logging.info('First step (compilation included) took %.1f s.',
+                     time.perf_counter() - interval_start)
+        interval_start, interval_steps = time.perf_counter(), 0
+      if done % config.log_every_steps == 0 or done == num_steps:
+        summary = {k: float(v) for k, v in jax.tree.map(
+            lambda *xs: jnp.mean(jnp.stack(xs)), *pending_metrics).items()}
+        pending_metrics = []
+        seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
+        images_per_second = config.batch_size / seconds_per_step if interval_steps else 0.0
+        summary['images_per_second'] = images_per_second
+        writer.write_scalars(done, summary)
+        if is_chief:
+          logging.info(progress_line(done, num_steps, summary, images_per_second,
+                                     seconds_per_step))
+        interval_start, interval_steps = time.perf_counter(), 0
+      if done % config.checkpoint_every_steps == 0 or done == num_steps or stop.requested:
+        _check_finite(*unchecked, config.on_nonfinite, manager)  # Never save a bad state.
+        unchecked = None
+        save_checkpoint_and_samples(state)
+      if stop.requested:
+        logging.warning('SIGTERM: saved the checkpoint of step %d and stopped. Re-run the '
+                        'same command to resume.', done)
+        break
+    if start_step >= num_steps:
+      logging.info('Nothing to do: the checkpoint is at step %d of %d.', start_step, num_steps)
+  finally:
+    stop.restore()
+    manager.wait_until_finished()  # A save in flight is of a good state: let it finish.
+    manager.close()
+    writer.flush()
+    writer.close()
   return state

@@ -153,10 +153,29 @@ def _update_network(network: NetworkState, grads: Any, batch_stats: Any,
   return jax.tree.map(lambda new, old: jnp.where(enabled, new, old), updated, kept)
 
 
+# The loss terms whose finiteness the step checks, with the names the user reads.
+FINITE_CHECKS = {'kl': 'KL (L_prior)', 'llike': 'L_llike', 'gan_decoder': "L_GAN (decoder's)",
+                 'loss/discriminator': "L_GAN (discriminator's cross-entropy)"}
+
+
+# Everything the step checks, in the order an error message lists it.
+CHECKED_TERMS = (*FINITE_CHECKS, *(f'gradient/{name}' for name in NETWORKS),
+                 *(f'batch_stats/{name}' for name in NETWORKS))
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Networks,
                optimizers: Optimizers,
                loss_config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
-  """One update of Enc, Dec and Dis on a batch of images in [-1, 1]."""
+  """One update of Enc, Dec and Dis on a batch of images in [-1, 1].
+
+  A step whose losses or gradients are not all finite leaves the three networks
+  as they were (only the step counter moves on, past the batch) and says so in
+  the metrics 'nonfinite/<term>', so a NaN can never reach the parameters.
+  """
   grads, all_losses, outputs, new_stats = compute_gradients(
       networks, loss_config, state, batch['image'], rng)
   enabled = {'encoder': True, 'decoder': True, 'discriminator': True}
@@ -176,6 +195,16 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Net
     metrics['d_prior'] = jnp.mean(jax.nn.sigmoid(outputs['prior_logits']))
   for name in ('discriminator', 'decoder'):
     metrics[f'skipped/{name}'] = 1.0 - jnp.asarray(enabled[name], jnp.float32)
+
+  finite = {term: jnp.all(jnp.isfinite(metrics[term])) for term in FINITE_CHECKS}
+  finite.update({f'gradient/{name}': _all_finite(grads[name]) for name in NETWORKS})
+  finite.update({f'batch_stats/{name}': _all_finite(new_stats[name]) for name in NETWORKS})
+  all_finite = jnp.all(jnp.stack(list(finite.values())))
+  metrics.update({f'nonfinite/{term}': 1.0 - ok.astype(jnp.float32)
+                  for term, ok in finite.items()})
+  metrics['nonfinite'] = 1.0 - all_finite.astype(jnp.float32)
+  new_networks = jax.tree.map(lambda new, old: jnp.where(all_finite, new, old), new_networks,
+                              {name: getattr(state, name) for name in NETWORKS})
   return state.replace(step=state.step + 1, **new_networks), metrics
 
 
