@@ -9,7 +9,12 @@ _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/')
 
 
 def _quiet_library_info(record: std_logging.LogRecord) -> bool:
-  """Keeps orbax's per-save and TFDS's per-read INFO chatter out of the progress output."""
+  """Keeps orbax's per-save and TFDS's per-read INFO chatter out of the progress output.
+
+  Also orbax's warning that a read-only checkpoint manager (sample.py's) is read-only.
+  """
+  if '/orbax/' in record.pathname and 'is read only' in str(record.msg):
+    return False
   return (record.levelno >= std_logging.WARNING or
           not any(name in record.pathname for name in _CHATTY_LIBRARIES))
 
