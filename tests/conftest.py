@@ -35,21 +35,36 @@ def tfds_data_dir(tmp_path_factory) -> str:
   return str(tmp_path_factory.mktemp('tensorflow_datasets'))
 
 
-def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks any config to a network that compiles and steps in seconds on CPU."""
-  config.model.latent_dim = 8
-  config.model.encoder_widths = (8, 16, 16)
-  config.model.encoder_dense_width = 32
-  config.model.decoder_widths = (16, 8, 8)
-  config.model.decoder_kernel_size = 4
-  config.model.discriminator_widths = (8, 8, 16, 16)
-  config.model.discriminator_dense_width = 16
-  config.batch_size = 16
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.num_sample_images = 16
+# The network every test trains: compiles and steps in seconds on CPU.
+TINY = {
+    'model.latent_dim': 8, 'model.encoder_widths': (8, 16, 16), 'model.encoder_dense_width': 32,
+    'model.decoder_widths': (16, 8, 8), 'model.decoder_kernel_size': 4,
+    'model.discriminator_widths': (8, 8, 16, 16), 'model.discriminator_dense_width': 16,
+    'batch_size': 16, 'num_train_steps': 4, 'log_every_steps': 2, 'checkpoint_every_steps': 2,
+    'num_sample_images': 16,
+}
+
+
+def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
+  """Sets dotted fields ('model.latent_dim') as --config.<field>=<value> would."""
+  for field, value in changes.items():
+    *parents, name = field.split('.')
+    target = config
+    for parent in parents:
+      target = target[parent]
+    target[name] = value
   return config
+
+
+def command_line_flags(changes: dict) -> list[str]:
+  """The same changes as train.py flags."""
+  return [f'--config.{field}=' + (str(value).replace(' ', '') if isinstance(value, tuple)
+                                  else str(value)) for field, value in changes.items()]
+
+
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to the TINY network."""
+  return override(config, TINY)
 
 
 @pytest.fixture

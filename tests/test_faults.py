@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from tests.conftest import tiny
+from tests.conftest import TINY, command_line_flags, override, tiny
 from vaegan_jax import checkpointing
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
@@ -20,31 +20,17 @@ from vaegan_jax import train
 from vaegan_jax.errors import CheckpointError, NonFiniteError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The tiny digits run of these tests, as command-line overrides and as a config.
-OVERRIDES = {
-    'model.latent_dim': 8, 'model.encoder_widths': (8, 16, 16),
-    'model.encoder_dense_width': 32, 'model.decoder_widths': (16, 8, 8),
-    'model.discriminator_widths': (8, 8, 16, 16), 'model.discriminator_dense_width': 16,
-    'batch_size': 16, 'num_sample_images': 16, 'log_every_steps': 1,
-    'checkpoint_every_steps': 5, 'num_train_steps': 30,
-}
+# The tiny digits run of these tests: 30 steps, a checkpoint every 5.
+RUN = {'log_every_steps': 1, 'checkpoint_every_steps': 5, 'num_train_steps': 30}
 
 
 def _config(data_dir, **changes):
-  config = tiny(digits.get_config())
-  for field, value in {**OVERRIDES, 'data_dir': data_dir, **changes}.items():
-    target = config
-    *parents, name = field.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[name] = value
-  return config
+  return override(tiny(digits.get_config()), {**RUN, 'data_dir': data_dir, **changes})
 
 
 def _command(workdir, data_dir):
-  flags = [f'--config.{k}={str(v).replace(" ", "")}' for k, v in OVERRIDES.items()]
   return [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
-          str(workdir), f'--config.data_dir={data_dir}', *flags]
+          str(workdir), *command_line_flags({**TINY, **RUN, 'data_dir': data_dir})]
 
 
 def _start(workdir, data_dir, compilation_cache, log):

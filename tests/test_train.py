@@ -12,7 +12,7 @@ from PIL import Image
 
 from configs import cifar10
 from configs import mnist
-from tests.conftest import tiny
+from tests.conftest import TINY, command_line_flags, tiny
 from vaegan_jax import train
 from vaegan_jax.errors import WorkdirMismatchError
 
@@ -74,18 +74,14 @@ def test_seed_configs_train_on_mock_tfds(mock_tfds, tmp_path, get_config, image_
 
 def test_command_line_trains_and_resumes(tfds_data_dir, compilation_cache, tmp_path):
   """The README's command, shrunk: train, then re-run to resume from the checkpoint."""
-  overrides = ['--config.model.latent_dim=8', '--config.model.encoder_widths=(8,16,16)',
-               '--config.model.encoder_dense_width=32', '--config.model.decoder_widths=(16,8,8)',
-               '--config.model.discriminator_widths=(8,8,16,16)',
-               '--config.model.discriminator_dense_width=16', '--config.batch_size=16',
-               '--config.num_sample_images=16', '--config.log_every_steps=1',
-               '--config.checkpoint_every_steps=2', f'--config.data_dir={tfds_data_dir}']
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
 
   def run(steps):  # A relative --workdir, as in the README.
     return subprocess.run(
         [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
-         os.path.relpath(tmp_path, ROOT), f'--config.num_train_steps={steps}', *overrides],
+         os.path.relpath(tmp_path, ROOT),
+         *command_line_flags({**TINY, 'log_every_steps': 1, 'num_train_steps': steps,
+                              'data_dir': tfds_data_dir})],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
   first = run(2)
