@@ -120,18 +120,26 @@ def _as_dict(tree: Any) -> Any:
   }
 
 
-def restore_train_state(workdir: epath.PathLike, step: int | None = None
-                        ) -> tuple[ml_collections.ConfigDict, train_state.TrainState]:
-  """The whole training state (with optimizer states) of a checkpoint, on one device."""
+def _restore(workdir: epath.PathLike, step: int | None, variables_only: bool):
+  """(config, networks, restored tree, step): the whole TrainState, or only the
+  {network: {'params', 'batch_stats'}} dict (Orbax then reads nothing else)."""
   config = load_config(workdir)
   networks = train_state.build_networks(config)
   abstract = _abstract_state(config, networks, jax.devices()[0])
+  item = _as_dict(abstract) if variables_only else abstract
   with _read_only_manager(workdir) as manager:
     step = _pick_step(manager, workdir, step)
     _check_shapes(manager.item_metadata(step), _as_dict(abstract), workdir)
-    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-    state = manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=abstract, restore_args=restore_args))
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=variables_only))
+  return config, networks, restored, step
+
+
+def restore_train_state(workdir: epath.PathLike, step: int | None = None
+                        ) -> tuple[ml_collections.ConfigDict, train_state.TrainState]:
+  """The whole training state (with optimizer states) of a checkpoint, on one device."""
+  config, _, state, _ = _restore(workdir, step, variables_only=False)
   return config, state
 
 
@@ -140,15 +148,7 @@ def load_model(workdir: epath.PathLike, step: int | None = None) -> Model:
 
   Optimizer states are not read: Orbax restores only the requested subtree.
   """
-  config = load_config(workdir)
-  networks = train_state.build_networks(config)
-  wanted = _as_dict(_abstract_state(config, networks, jax.devices()[0]))
-  with _read_only_manager(workdir) as manager:
-    step = _pick_step(manager, workdir, step)
-    _check_shapes(manager.item_metadata(step), wanted, workdir)
-    restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
-    variables = manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=wanted, restore_args=restore_args, partial_restore=True))
+  config, networks, variables, step = _restore(workdir, step, variables_only=True)
   return Model(config=config, networks=networks, variables=variables, step=step)
 
 
