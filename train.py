@@ -4,6 +4,8 @@
   python train.py --config configs/cifar10.py --workdir runs/c10 --config.batch_size=128
 
 Re-running the same command resumes from the latest checkpoint in --workdir.
+Several processes (multi-host: TPU pods, GPU clusters) run the same command with
+--multihost on each host; see the README.
 """
 
 import os
@@ -23,6 +25,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and TensorBoard logs.')
 config_flags.DEFINE_config_file('config', None, 'A config file with get_config().',
                                 lock_config=True)
+flags.DEFINE_bool('multihost', False, 'Join a multi-process run: jax.distributed.initialize() '
+                  'detects the processes on Cloud TPU pods, SLURM, Open MPI and Kubernetes.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for a multi-process '
+                    'run launched by hand (with --num_processes and --process_id).')
+flags.DEFINE_integer('num_processes', None, 'How many processes a hand-launched run has.')
+flags.DEFINE_integer('process_id', None, 'This process\'s index, 0..num_processes-1.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -30,6 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   entry_point.set_up()
+  entry_point.initialize_distributed(FLAGS.multihost, FLAGS.coordinator_address,
+                                     FLAGS.num_processes, FLAGS.process_id)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:

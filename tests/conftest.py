@@ -45,6 +45,10 @@ TINY = {
 }
 
 
+# The runs compared across device and process counts: every step's losses logged.
+SCALE_OUT_RUN = {'num_train_steps': 4, 'log_every_steps': 1, 'checkpoint_every_steps': 2}
+
+
 def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
   """Sets dotted fields ('model.latent_dim') as --config.<field>=<value> would."""
   for field, value in changes.items():

@@ -92,8 +92,8 @@ def _nan_at(step_to_poison, monkeypatch):
   """Makes the input pipeline deliver NaN images at one step."""
   batches = input_pipeline.train_batches
 
-  def poisoned(builder, config, start_step=0):
-    for step, batch in enumerate(batches(builder, config, start_step), start_step):
+  def poisoned(builder, config, start_step=0, rows=None):
+    for step, batch in enumerate(batches(builder, config, start_step, rows), start_step):
       if step == step_to_poison:
         batch = {'image': np.full_like(batch['image'], np.nan)}
       yield batch

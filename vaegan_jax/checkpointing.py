@@ -9,6 +9,7 @@ import json
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -89,16 +90,19 @@ def _flat(d: dict, prefix: str = '') -> dict:
 
 
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
-                 has_checkpoint: bool) -> None:
+                 has_checkpoint: bool, write: bool = True) -> None:
   """Saves the config as JSON; refuses a config whose shapes differ from the checkpoints'.
 
   A config that differs only in other fields (more steps, another learning rate)
-  replaces the saved one; the old file is kept as config.<n>.json.
+  replaces the saved one; the old file is kept as config.<n>.json. Every process
+  checks; only those with `write` (process 0) write, after all have read.
   """
   path = epath.Path(workdir) / CONFIG_FILE
   new = json.loads(config.to_json_best_effort())
-  if path.exists():
-    old = json.loads(path.read_text())
+  old = json.loads(path.read_text()) if path.exists() else None
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('config.json read')
+  if old is not None:
     if has_checkpoint:
       old_shapes, new_shapes = _flat(_shape_fields(old)), _flat(_shape_fields(new))
       changed = sorted(k for k in set(old_shapes) | set(new_shapes)
@@ -109,10 +113,11 @@ def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
         raise WorkdirMismatchError(
             f'{workdir} holds checkpoints of a model with other shapes ({details}). '
             'Use a new --workdir, or resume with the saved config.json.')
-    if old == new:
+    if old == new or not write:
       return
     backup = 1
     while (path.parent / f'config.{backup}.json').exists():
       backup += 1
     path.rename(path.parent / f'config.{backup}.json')
-  path.write_text(json.dumps(new, indent=2) + '\n')
+  if write:
+    path.write_text(json.dumps(new, indent=2) + '\n')

@@ -62,9 +62,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(config, field, lambda v, c=choices: v in c, f'must be one of {choices}')
   _require(config, 'batch_size', lambda v: _is_int(v) and v >= 1, 'must be an integer >= 1')
   devices = jax.device_count()
+  fits = max(devices, config.batch_size // devices * devices)
   _require(config, 'batch_size', lambda v: v % devices == 0,
-           f'must be divisible by the number of devices ({devices}); the global batch is '
-           'split evenly over them')
+           f'must be divisible by the number of devices ({devices}): the global batch is '
+           f'split evenly over them. Use e.g. --config.batch_size={fits}')
+  _require(config, 'crop', lambda v: v is None or (
+      len(v) == 4 and all(_is_int(x) and x >= 0 for x in v) and v[0] < v[1] and v[2] < v[3]),
+           'must be None (centre square) or (top, bottom, left, right) pixel bounds with '
+           'top < bottom and left < right')
   _require(config, 'shuffle_buffer', lambda v: _is_int(v) and v >= 1, 'must be >= 1')
 
   for field in ('model.latent_dim', 'model.encoder_dense_width',

@@ -3,6 +3,7 @@
 import logging as std_logging
 
 from absl import logging
+import jax
 import tensorflow as tf
 
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/')
@@ -23,3 +24,17 @@ def set_up() -> None:
   """TensorFlow only reads data, so it must not take the GPUs JAX will use; quiet logs."""
   tf.config.set_visible_devices([], 'GPU')
   logging.get_absl_handler().addFilter(_quiet_library_info)
+
+
+def initialize_distributed(multihost: bool, coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process (multi-host) run, before JAX touches any device.
+
+  Arguments left None are detected by JAX on Cloud TPU pods, SLURM, Open MPI and
+  Kubernetes; a run launched by hand gives all three.
+  """
+  if multihost or coordinator_address or (num_processes or 1) > 1:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    logging.info('Process %d of %d; %d of the %d devices are local.', jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -34,9 +34,12 @@ def read_image(path: epath.PathLike) -> np.ndarray:
 
 
 def load_folder(folder: epath.PathLike, image_size: int, num_channels: int,
-                limit: int | None = None, skip_unreadable: bool = False) -> np.ndarray:
-  """float32 [N, image_size, image_size, num_channels] in [-1, 1]: centre-cropped and resized.
+                limit: int | None = None, skip_unreadable: bool = False,
+                crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+  """float32 [N, image_size, image_size, num_channels] in [-1, 1]: cropped and resized.
 
+  `crop` (the config's (top, bottom, left, right) box) is cut from images large
+  enough to hold it (aligned CelebA files); others are centre-cropped, with a warning.
   An unreadable file stops with ImageReadError naming it, or with
   `skip_unreadable` is reported in the log and left out.
   """
@@ -51,7 +54,12 @@ def load_folder(folder: epath.PathLike, image_size: int, num_channels: int,
         raise
       logging.warning('Skipping %s', e)
       continue
-    images.append(input_pipeline.preprocess(pixels, image_size, num_channels).numpy())
+    box = crop
+    if crop is not None and (pixels.shape[0] < crop[1] or pixels.shape[1] < crop[3]):
+      logging.warning('%s (%dx%d) is smaller than the crop box %s of training; centre-cropped '
+                      'instead.', path, pixels.shape[0], pixels.shape[1], tuple(crop))
+      box = None
+    images.append(input_pipeline.preprocess(pixels, image_size, num_channels, box).numpy())
   if not images:
     raise ImageReadError(f'{folder} holds no readable image.')
   return np.stack(images)

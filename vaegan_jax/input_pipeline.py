@@ -81,28 +81,41 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
   return int(builder.as_dataset(split=split).reduce(0, lambda count, _: count + 1))
 
 
-def preprocess(image: tf.Tensor, image_size: int, num_channels: int) -> tf.Tensor:
+def preprocess(image: tf.Tensor, image_size: int, num_channels: int,
+               crop: tuple[int, int, int, int] | None = None) -> tf.Tensor:
   """uint8 [H, W, C] -> float32 [image_size, image_size, num_channels] in [-1, 1].
 
-  Centre-crops to a square, then resizes (antialiased when shrinking).
+  Crops to rows crop[0]:crop[1] and columns crop[2]:crop[3] (e.g. CelebA's face
+  box), or without `crop` to the centre square; then resizes (antialiased when
+  shrinking).
   """
   image = tf.cast(image, tf.float32)
   if image.shape[-1] != num_channels:
     image = (tf.image.grayscale_to_rgb(image) if num_channels == 3
              else tf.reduce_mean(image, axis=-1, keepdims=True))
-  height, width = tf.shape(image)[0], tf.shape(image)[1]
-  side = tf.minimum(height, width)
-  image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2,
-                                        side, side)
+  if crop is not None:
+    top, bottom, left, right = crop
+    image = image[top:bottom, left:right]
+  else:
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.minimum(height, width)
+    image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2,
+                                          side, side)
   image = tf.image.resize(image, (image_size, image_size), method='bilinear', antialias=True)
   image.set_shape((image_size, image_size, num_channels))
   return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
 
 
+def _crop(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | None:
+  return tuple(config.crop) if config.get('crop') else None
+
+
 def _images(builder: tfds.core.DatasetBuilder, split: str, image_key: str,
-            in_memory: bool = False) -> tf.data.Dataset:
-  """The split's uint8 images in file order, optionally decoded once into host memory."""
-  dataset = builder.as_dataset(split=split, shuffle_files=False)
+            in_memory: bool = False, decode: bool = True) -> tf.data.Dataset:
+  """The split's images in file order: uint8 arrays, optionally decoded once into host
+  memory, or (decode=False) still encoded, to be decoded by `_decode` only where needed."""
+  decoders = None if decode or in_memory else {image_key: tfds.decode.SkipDecoding()}
+  dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
   dataset = dataset.map(lambda example: example[image_key])
   if in_memory:  # One array: needs images of one shape (mnist, cifar10, digits).
     array = np.concatenate(list(dataset.batch(4096).as_numpy_iterator()))
@@ -114,21 +127,51 @@ def _epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def process_rows(sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
+  """[start, stop): the rows of each global batch that this process's devices hold."""
+  rows = sorted({(index[0].start or 0, index[0].stop or batch_size) for index in
+                 sharding.addressable_devices_indices_map((batch_size,)).values()})
+  start, stop = rows[0][0], rows[-1][1]
+  if sum(b - a for a, b in rows) != stop - start:
+    raise ValueError(f'This process holds non-contiguous rows {rows} of the global batch.')
+  return start, stop
+
+
 def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Endless host batches of config.batch_size images, starting at `start_step`."""
+                  start_step: int = 0, rows: tuple[int, int] | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Endless host batches from `start_step` on: rows[0]:rows[1] of every global batch
+  of config.batch_size images (all of it by default).
+
+  Every process shuffles the same global order and decodes and preprocesses only
+  its own rows, so the global batches, and hence training, do not depend on the
+  number of processes or devices.
+  """
   batch_size = config.batch_size
+  first, last = rows or (0, batch_size)
   steps_per_epoch = num_examples(builder, config.train_split) // batch_size
-  images = _images(builder, config.train_split, config.image_key, config.cache_dataset)
+  images = _images(builder, config.train_split, config.image_key, config.cache_dataset,
+                   decode=False)
+  image_feature = builder.info.features[config.image_key]
+  crop = _crop(config)
+
+  def prepare(image):
+    if image.dtype == tf.string:
+      image = image_feature.decode_example(image)
+    return preprocess(image, config.image_size, config.num_channels, crop)
+
   buffer = min(config.shuffle_buffer, num_examples(builder, config.train_split))
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
     dataset = images.shuffle(buffer, seed=_epoch_seed(config.seed, epoch),
                              reshuffle_each_iteration=False)
-    dataset = dataset.skip(skip * batch_size)
-    dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels),
-                          num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.take(steps_per_epoch * batch_size).skip(skip * batch_size)
+    if (first, last) != (0, batch_size):
+      dataset = dataset.enumerate().filter(
+          lambda i, _: (i % batch_size >= first) & (i % batch_size < last))
+      dataset = dataset.map(lambda _, image: image)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(last - first, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     for batch in dataset.as_numpy_iterator():
       yield {'image': batch}
     epoch, skip = epoch + 1, 0
@@ -138,7 +181,8 @@ def fixed_images(builder: tfds.core.DatasetBuilder, config: ml_collections.Confi
                  count: int, split: str | None = None) -> np.ndarray:
   """The first `count` images of a split (config.eval_split by default), preprocessed."""
   dataset = _images(builder, split or config.eval_split, config.image_key).take(count)
-  dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels))
+  dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels,
+                                            _crop(config)))
   return next(dataset.batch(count).as_numpy_iterator())
 
 
@@ -167,7 +211,8 @@ def images_by_attribute(builder: tfds.core.DatasetBuilder, config: ml_collection
   groups = {True: [], False: []}
   examples = builder.as_dataset(split=split, shuffle_files=False).take(limit)
   for example in examples.as_numpy_iterator():
-    image = preprocess(example[config.image_key], config.image_size, config.num_channels)
+    image = preprocess(example[config.image_key], config.image_size, config.num_channels,
+                       _crop(config))
     groups[_has_attribute(example, attribute)].append(image.numpy())
   if not groups[True] or not groups[False]:
     raise ConfigError(f'attribute {attribute!r}: among the first {limit} examples of '
@@ -177,14 +222,15 @@ def images_by_attribute(builder: tfds.core.DatasetBuilder, config: ml_collection
 
 
 def prefetch_to_device(batches: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
-  """Copies the next `size` batches to the devices while the current one trains."""
+                       batch_size: int, size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Global arrays of `batch_size` rows from this process's rows of each batch, the
+  next `size` copied to the devices while the current one trains."""
   queue = collections.deque()
 
   def enqueue(n: int):
     for batch in itertools.islice(batches, n):
-      queue.append(jax.tree.map(
-          lambda x: jax.make_array_from_process_local_data(sharding, x), batch))
+      queue.append(jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+          sharding, x, (batch_size, *x.shape[1:])), batch))
 
   enqueue(size)
   while queue:

@@ -1,7 +1,6 @@
 """What the trained model makes, in evaluation mode (BatchNorm running statistics)."""
 
 import jax
-import jax.numpy as jnp
 
 from vaegan_jax.train_state import NetworkState, Networks, TrainState
 

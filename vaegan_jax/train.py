@@ -1,8 +1,9 @@
 """train_and_evaluate(config, workdir): the VAE-GAN training loop.
 
-Data parallel over all local devices through jax.sharding: the global batch is
-split along the mesh's 'data' axis and the state is replicated, so BatchNorm
-statistics are those of the global batch. Re-running with the same workdir
+Data parallel over every device of every process through jax.sharding: the
+global batch is split along the mesh's 'data' axis (each process feeds its own
+rows) and the state is replicated, so BatchNorm statistics are those of the
+global batch and results do not depend on the device count. Re-running with the same workdir
 resumes from the latest checkpoint: the state, the step, and (because the data
 order is a function of seed and step) the position in the data.
 """
@@ -16,6 +17,7 @@ from absl import logging
 from clu import metric_writers
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -55,17 +57,28 @@ def progress_line(step: int, num_steps: int, metrics: dict[str, float],
 
 
 class _StopOnSigterm:
-  """Turns SIGTERM (what preemption sends) into a request to checkpoint and stop."""
+  """Turns SIGTERM (what preemption sends) into a request to checkpoint and stop.
+
+  With several processes, JAX's preemption sync manager (which catches SIGTERM
+  itself) picks the next step that every process reaches, so all save the same one.
+  """
 
   def __init__(self):
-    self.requested = False
+    self._requested = False
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    self._multiprocess = jax.process_count() > 1
+    if not self._multiprocess and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._requested = True
+
+  def requested(self, step: int) -> bool:
+    """Whether to save and stop after `step`; with several processes, call at every step."""
+    if self._multiprocess:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
 
   def restore(self):
     if self._previous is not None:
@@ -127,22 +140,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                            optimizers=optimizers)
   state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(config.seed))
 
+  is_chief = jax.process_index() == 0  # Only process 0 writes logs, images and config.json.
   workdir.mkdir(parents=True, exist_ok=True)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
-  checkpointing.write_config(workdir, config, has_checkpoint=manager.latest_step() is not None)
+  checkpointing.write_config(workdir, config, has_checkpoint=manager.latest_step() is not None,
+                             write=is_chief)
   state = checkpointing.restore_latest(manager, state, config.checkpoint_fallback)
   start_step = int(state.step)
-  is_chief = jax.process_index() == 0
   writer = metric_writers.AsyncMultiWriter(
       [metric_writers.SummaryWriter(str(workdir))] if is_chief else [])
   if start_step:
     logging.info('Resuming from the checkpoint of step %d in %s.', start_step, workdir)
-  logging.info('Training %s for %d steps (%d per epoch), batch %d on %d device(s).',
+  rows = input_pipeline.process_rows(data_sharding, config.batch_size)
+  logging.info('Training %s for %d steps (%d per epoch), batch %d on %d device(s)%s.',
                config.dataset, num_steps, steps_per_epoch, config.batch_size,
-               jax.device_count())
+               jax.device_count(), f' of {jax.process_count()} processes (this one, '
+               f'{jax.process_index()}, feeds rows {rows[0]}:{rows[1]})'
+               if jax.process_count() > 1 else '')
 
   batches = input_pipeline.prefetch_to_device(
-      input_pipeline.train_batches(builder, config, start_step), data_sharding)
+      input_pipeline.train_batches(builder, config, start_step, rows), data_sharding,
+      config.batch_size)
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)
   preview = jax.jit(functools.partial(sampling.samples_and_reconstructions, networks))
   fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
@@ -166,6 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     for step in range(start_step, num_steps):
       state, metrics = step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
       done = step + 1
+      stopping = stop.requested(done)
       # Checking the previous step's metrics keeps this step's dispatch asynchronous.
       if unchecked is not None:
         _check_finite(*unchecked, config.on_nonfinite, manager)
@@ -189,11 +208,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           logging.info(progress_line(done, num_steps, summary, images_per_second,
                                      seconds_per_step))
         interval_start, interval_steps = time.perf_counter(), 0
-      if done % config.checkpoint_every_steps == 0 or done == num_steps or stop.requested:
+      if done % config.checkpoint_every_steps == 0 or done == num_steps or stopping:
         _check_finite(*unchecked, config.on_nonfinite, manager)  # Never save a bad state.
         unchecked = None
         save_checkpoint_and_samples(state)
-      if stop.requested:
+      if stopping:
         logging.warning('SIGTERM: saved the checkpoint of step %d and stopped. Re-run the '
                         'same command to resume.', done)
         break

@@ -1,0 +1,154 @@
+"""Data parallelism: 1 device, 8 devices and 2 processes train the same model.
+
+BatchNorm statistics are those of the global batch and every process feeds its
+own rows of the same global batches, so the device and process counts change
+only the order of floating-point reductions.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import digits
+from tests.conftest import SCALE_OUT_RUN, override, tiny
+from tests.train_worker import flat_arrays
+from vaegan_jax import config_checks
+from vaegan_jax import inference
+from vaegan_jax import input_pipeline
+from vaegan_jax import train
+from vaegan_jax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Float32 sums in another order, through 4 RMSProp steps: close, not bit-identical.
+TOLERANCE = dict(rtol=2e-4, atol=2e-5)
+# A bias right before BatchNorm cancels out of the training-mode output: its gradient
+# is rounding noise, which RMSProp scales up to full learning-rate steps. Such biases
+# (and so the running means, which include them, and evaluation-mode outputs) differ
+# with any change of summation order, as between two runs on one device would. The
+# other arrays, and every training loss, must agree.
+NOISE_DRIVEN = re.compile(r'/(Conv|Dense|SubpixelConvTranspose)_\d+/bias$|batch_stats/.*/mean$')
+
+
+def _config(data_dir):
+  config = override(tiny(digits.get_config()), SCALE_OUT_RUN)
+  config.data_dir = data_dir
+  return config
+
+
+def _logged_losses(workdir) -> dict[tuple[str, int], float]:
+  """{(tag, step): value} of every loss and metric in the run's TensorBoard file."""
+  (events,) = workdir.glob('events.out.tfevents.*')
+  return {(value.tag, event.step): float(tf.make_ndarray(value.tensor))
+          for event in tf.compat.v1.train.summary_iterator(str(events))
+          for value in event.summary.value
+          if value.metadata.plugin_data.plugin_name == 'scalars'
+          and value.tag != 'images_per_second' and not value.tag.startswith('eval/')}
+
+
+def _assert_same_training(workdir, arrays, expected_workdir, expected_arrays):
+  losses, expected = _logged_losses(workdir), _logged_losses(expected_workdir)
+  assert losses.keys() == expected.keys() and ('loss/decoder', 4) in losses
+  for key in expected:
+    np.testing.assert_allclose(losses[key], expected[key], **TOLERANCE, err_msg=str(key))
+  state_keys = [k for k in expected_arrays if k != 'decoded_fixed_z']
+  assert sorted(k for k in arrays if k != 'decoded_fixed_z') == sorted(state_keys)
+  compared = [k for k in state_keys if not NOISE_DRIVEN.search(k)]
+  assert len(compared) > len(state_keys) // 2
+  for key in compared:
+    np.testing.assert_allclose(arrays[key], expected_arrays[key], **TOLERANCE, err_msg=key)
+
+
+@pytest.fixture(scope='module')
+def one_device_run(tfds_data_dir, tmp_path_factory):
+  assert jax.device_count() == 1
+  workdir = tmp_path_factory.mktemp('one_device')
+  state = train.train_and_evaluate(_config(tfds_data_dir), workdir)
+  return workdir, flat_arrays(state)
+
+
+def _worker(args, devices, compilation_cache, log_path):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_COMPILATION_CACHE_DIR=compilation_cache)
+  return subprocess.Popen([sys.executable, '-m', 'tests.train_worker', *map(str, args)],
+                          cwd=ROOT, env=env, stdout=open(log_path, 'w'),
+                          stderr=subprocess.STDOUT)
+
+
+def _finish(process, log_path, timeout=600):
+  assert process.wait(timeout=timeout) == 0, log_path.read_text()[-4000:]
+  return log_path.read_text()
+
+
+def test_eight_devices_train_as_one(one_device_run, tfds_data_dir, compilation_cache,
+                                    tmp_path):
+  workdir, out, log = tmp_path / 'eight', tmp_path / 'eight.npz', tmp_path / 'eight.log'
+  _finish(_worker([workdir, tfds_data_dir, out], 8, compilation_cache, log), log)
+  eight = dict(np.load(out))
+  _assert_same_training(workdir, eight, *one_device_run)
+
+  # What 8 devices trained restores on this process's one device and decodes the same.
+  model = inference.load_model(workdir)
+  images = inference.decode(model, jax.random.normal(jax.random.PRNGKey(7), (16, 8)))
+  np.testing.assert_allclose(images, eight['decoded_fixed_z'], atol=1e-5)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_as_one(one_device_run, tfds_data_dir, compilation_cache,
+                                    tmp_path):
+  workdir = tmp_path / 'two_processes'
+  coordinator = f'127.0.0.1:{_free_port()}'
+  outs = [tmp_path / f'process_{i}.npz' for i in range(2)]
+  logs = [tmp_path / f'process_{i}.log' for i in range(2)]
+  processes = [_worker([workdir, tfds_data_dir, outs[i], coordinator, 2, i], 2,
+                       compilation_cache, logs[i]) for i in range(2)]
+  try:
+    texts = [_finish(p, log) for p, log in zip(processes, logs)]
+  finally:
+    for p in processes:
+      p.kill()
+  assert 'of 2 processes (this one, 1, feeds rows 8:16)' in texts[1]
+  assert 'step 4/4' in texts[0] and 'step 4/4' not in texts[1]  # Process 0 alone reports.
+
+  first, second = dict(np.load(outs[0])), dict(np.load(outs[1]))
+  for key in first:  # The replicated state is the same on both processes.
+    np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+  _assert_same_training(workdir, first, *one_device_run)
+  _, restored = inference.restore_train_state(workdir)
+  for key, value in flat_arrays(restored).items():
+    np.testing.assert_array_equal(value, first[key], err_msg=key)
+  assert len(list((workdir / 'samples').iterdir())) == 2  # Written once, by process 0.
+
+
+def test_each_process_reads_its_own_rows_of_the_same_batches(tiny_digits_config):
+  config = tiny_digits_config
+  builder = input_pipeline.get_builder(config)
+  whole = input_pipeline.train_batches(builder, config, start_step=90)
+  halves = [input_pipeline.train_batches(builder, config, 90, rows) for rows in ((0, 8), (8, 16))]
+  for _ in range(4):  # Steps 90..93 cross the end of an epoch (93 steps of 16).
+    np.testing.assert_array_equal(next(whole)['image'], np.concatenate(
+        [next(halves[0])['image'], next(halves[1])['image']]))
+  config.cache_dataset = False  # Encoded images, decoded after the rows are picked.
+  uncached = input_pipeline.train_batches(builder, config, 0, (8, 16))
+  np.testing.assert_array_equal(next(uncached)['image'], next(input_pipeline.train_batches(
+      builder, tiny_digits_config, 0, (8, 16)))['image'])
+
+
+def test_a_batch_the_devices_cannot_split_is_refused_with_a_fix(monkeypatch):
+  monkeypatch.setattr(jax, 'device_count', lambda: 8)
+  config = digits.get_config()
+  config.batch_size = 60
+  with pytest.raises(ConfigError, match=r'batch_size=60: must be divisible by the number of '
+                     r'devices \(8\).*--config.batch_size=56'):
+    config_checks.validate_config(config)

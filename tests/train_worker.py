@@ -1,0 +1,49 @@
+"""Trains the tiny digits run in a process of its own, for the device and process count tests.
+
+  python -m tests.train_worker WORKDIR DATA_DIR OUT.npz [COORDINATOR NUM_PROCESSES PROCESS_ID]
+
+Saves this process's copy of every array of the final state to OUT.npz; with one
+process, also images decoded from fixed z sharded over all devices.
+"""
+
+import sys
+
+from absl import logging
+import jax
+import numpy as np
+
+from configs import digits
+from tests.conftest import SCALE_OUT_RUN, override, tiny
+from vaegan_jax import entry_point, sampling, train, train_state
+
+
+def flat_arrays(tree) -> dict[str, np.ndarray]:
+  """{'encoder/params/Conv_0/kernel': array}: this process's copy of each (replicated) array."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+          np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+          for path, leaf in leaves}
+
+
+def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
+  logging.set_verbosity(logging.INFO)  # The test reads the progress lines.
+  if distributed:
+    coordinator, num_processes, process_id = distributed
+    entry_point.initialize_distributed(True, coordinator, int(num_processes), int(process_id))
+  config = override(tiny(digits.get_config()), SCALE_OUT_RUN)
+  config.data_dir = data_dir
+  state = train.train_and_evaluate(config, workdir)
+  arrays = flat_arrays(state)
+  if jax.process_count() == 1:
+    mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, config.model.latent_dim)),
+                       jax.NamedSharding(mesh, jax.P('data')))
+    images = sampling.decode(train_state.build_networks(config), state, z)
+    assert len(images.sharding.device_set) == jax.device_count()
+    arrays['decoded_fixed_z'] = np.asarray(images)
+  np.savez(out, **arrays)
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])
