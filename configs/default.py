@@ -18,7 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_key = 'image'
   config.train_split = 'train'
   config.eval_split = 'test'  # Source of the fixed batch reconstructed in the sample grids.
-  config.image_size = 64  # Images are centre-cropped to a square, then resized.
+  config.image_size = 64  # Images are cropped (below) to a square, then resized.
+  # (top, bottom, left, right) pixel box cut from every image, e.g. CelebA's face; None:
+  # the largest centre square.
+  config.crop = ml_collections.config_dict.placeholder(tuple)
   config.num_channels = 1  # Grey datasets are tiled to 3 channels, colour ones averaged to 1, as needed.
   config.shuffle_buffer = 60_000
   config.cache_dataset = True  # Keep decoded uint8 images in host memory (mnist, cifar10).
@@ -61,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.lr_decay_per_epoch = 1.0  # Exponential decay, staircase per epoch; 1.0 is constant.
 
   # Loop.
-  config.batch_size = 64  # Global batch, split over all devices.
+  config.batch_size = 64  # Global batch, split over all devices (of all processes).
   config.num_epochs = 50
   config.num_train_steps = -1  # > 0 overrides num_epochs.
   config.log_every_steps = 50

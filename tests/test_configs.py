@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
+from configs import celeba
 from configs import cifar10
+from configs import cifar10_tpu
 from configs import default
 from configs import digits
 from configs import mnist
@@ -16,7 +18,7 @@ from vaegan_jax.errors import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize('module', [default, digits, mnist, cifar10])
+@pytest.mark.parametrize('module', [default, digits, mnist, cifar10, cifar10_tpu, celeba])
 def test_configs_are_valid(module):
   config_checks.validate_config(module.get_config())
 
@@ -50,6 +52,8 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
     ('checkpoint_every_steps', 0),
     ('on_nonfinite', 'ignore'),
     ('image_key', ''),
+    ('crop', (40, 188, 15)),
+    ('crop', (188, 40, 15, 163)),
 ])
 def test_invalid_values_name_the_field(field, value):
   config = digits.get_config()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import celeba
 from configs import cifar10
-from configs import digits as digits_config
 from configs import mnist
 from tests.conftest import tiny
 from vaegan_jax import input_pipeline
@@ -49,7 +49,8 @@ def test_data_order_is_a_function_of_seed_and_step(tiny_digits_config):
 
 
 @pytest.mark.parametrize('get_config, channels', [(mnist.get_config, 1),
-                                                  (cifar10.get_config, 3)])
+                                                  (cifar10.get_config, 3),
+                                                  (celeba.get_config, 3)])
 def test_tfds_datasets_by_name(mock_tfds, get_config, channels):
   config = tiny(get_config())
   config.image_size = 32
@@ -59,6 +60,16 @@ def test_tfds_datasets_by_name(mock_tfds, get_config, channels):
   builder = input_pipeline.get_builder(config)
   fixed = input_pipeline.fixed_images(builder, config, 4)
   assert fixed.shape == (4, 32, 32, channels)
+
+
+def test_celeba_is_cut_to_the_paper_codes_face_box():
+  image = np.zeros((218, 178, 3), np.uint8)
+  image[40:188, 15:163] = 255  # The box: rows 40:188, columns 15:163.
+  face = input_pipeline.preprocess(image, 64, 3, celeba.get_config().crop).numpy()
+  assert face.shape == (64, 64, 3)
+  np.testing.assert_allclose(face, 1.0, atol=1e-5)  # No black pixel from outside the box.
+  centre = input_pipeline.preprocess(image, 64, 3).numpy()  # Without the box: black margins.
+  assert centre.min() == -1.0
 
 
 def test_channels_are_converted_to_the_config(mock_tfds):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import celeba
 from configs import cifar10
 from configs import mnist
 from tests.conftest import TINY, command_line_flags, tiny
@@ -59,7 +60,8 @@ def test_digits_run_writes_checkpoints_samples_logs_and_resumes(tiny_digits_conf
 
 
 @pytest.mark.parametrize('get_config, image_size', [(mnist.get_config, 28),
-                                                    (cifar10.get_config, 32)])
+                                                    (cifar10.get_config, 32),
+                                                    (celeba.get_config, 64)])
 def test_seed_configs_train_on_mock_tfds(mock_tfds, tmp_path, get_config, image_size):
   config = tiny(get_config())
   config.image_size = image_size
