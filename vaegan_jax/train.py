@@ -116,6 +116,13 @@ def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, ste
       [panels[1], panels[2]], axis=1)[None]})
 
 
+def data_parallel_shardings() -> tuple[jax.NamedSharding, jax.NamedSharding]:
+  """(replicated, split along the batch) over a 'data' mesh of every device of every process."""
+  mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.NamedSharding(mesh, jax.P()), jax.NamedSharding(mesh, jax.P('data'))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | epath.PathLike) -> train_state.TrainState:
   """Trains from scratch, or from the latest checkpoint in workdir; returns the final state."""
@@ -130,10 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else int(config.num_epochs * steps_per_epoch))
 
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  replicated = jax.NamedSharding(mesh, jax.P())
-  data_sharding = jax.NamedSharding(mesh, jax.P('data'))
+  replicated, data_sharding = data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch)
   init = functools.partial(train_state.create_train_state, config=config, networks=networks,

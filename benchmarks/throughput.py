@@ -1,0 +1,220 @@
+"""Throughput of the jitted train step: compile time, step time, images/s, FLOPs, memory.
+
+  python benchmarks/throughput.py --config configs/cifar10.py
+  python benchmarks/throughput.py --config configs/mnist.py --torch   # and the PyTorch reference
+
+Times the step on synthetic batches already on the devices, then with the real
+input pipeline (when the dataset is at hand), on whatever devices JAX sees (CPU,
+GPU, TPU). FLOPs come from XLA's cost analysis of the compiled step. With --torch,
+benchmarks/torch_reference.py runs the same architecture, batch and image size
+afterwards on the same machine and the ratio of images/s is printed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from vaegan_jax import config_checks
+from vaegan_jax import entry_point
+from vaegan_jax import input_pipeline
+from vaegan_jax import train
+from vaegan_jax import train_state
+from vaegan_jax import train_step as train_step_lib
+from vaegan_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'A config file with get_config().',
+                                lock_config=True)
+flags.DEFINE_integer('steps', 10, 'Timed steps per measurement.')
+flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling (and of the pipeline).')
+flags.DEFINE_integer('repeats', 2, 'Measurements of each kind (the best is reported).')
+flags.DEFINE_bool('pipeline', True, 'Also time the step fed by the real input pipeline.')
+flags.DEFINE_bool('torch', False, 'Then run benchmarks/torch_reference.py and print the ratio.')
+flags.DEFINE_integer('torch_steps', 3, 'Timed steps of the PyTorch reference.')
+flags.DEFINE_float('peak_tflops', 0.0, 'The devices\' peak TFLOP/s (per device), to print '
+                   'the fraction achieved; 0: from a table of known GPUs and TPUs.')
+flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
+flags.mark_flags_as_required(['config'])
+
+# Dense peak TFLOP/s per device (float32, bfloat16) from the vendors' data sheets.
+_PEAK_TFLOPS = {'H100': (67.0, 989.0), 'H200': (67.0, 989.0), 'A100': (19.5, 312.0),
+                'L4': (30.3, 121.0), 'T4': (8.1, 65.0), 'TPU v2': (None, 45.0),
+                'TPU v3': (None, 123.0), 'TPU v4': (None, 275.0), 'TPU v5 lite': (None, 197.0)}
+
+
+def _peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:
+  if FLAGS.peak_tflops:
+    return FLAGS.peak_tflops
+  for name, peaks in _PEAK_TFLOPS.items():
+    if name.lower() in device.device_kind.lower():
+      return peaks[bfloat16]
+  return None
+
+
+def _time_steps(step_fn, state, next_batch, base_rng, count: int, first: int):
+  """(state, seconds per step) over `count` steps, waiting for the last to finish."""
+  start = time.perf_counter()
+  for i in range(first, first + count):
+    state, _ = step_fn(state, next_batch(), jax.random.fold_in(base_rng, i))
+  jax.block_until_ready(state)
+  return state, (time.perf_counter() - start) / count
+
+
+def _flops(compiled) -> float | None:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
+
+
+def _peak_memory_bytes(compiled) -> tuple[int | None, str]:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return stats['peak_bytes_in_use'], 'device peak in use'
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return None, 'unknown'
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  return total, 'XLA memory analysis: arguments + outputs + temporaries'
+
+
+def benchmark(config) -> dict:
+  """Figures of config's train step on this machine's devices."""
+  config_checks.validate_config(config)
+  replicated, data_sharding = train.data_parallel_shardings()
+  networks = train_state.build_networks(config)
+  optimizers = train_state.build_optimizers(config, steps_per_epoch=1000)
+  state = jax.jit(lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
+                  out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  step_fn = train_step_lib.make_train_step(config, networks, optimizers)
+  shape = (config.batch_size, config.image_size, config.image_size, config.num_channels)
+  images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  synthetic = {'image': jax.device_put(images, data_sharding)}
+  base_rng = jax.random.PRNGKey(1)
+
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, synthetic, base_rng).compile()
+  compile_seconds = time.perf_counter() - start
+  state, first_step_seconds = _time_steps(compiled, state, lambda: synthetic, base_rng, 1, 0)
+  state, _ = _time_steps(compiled, state, lambda: synthetic, base_rng, FLAGS.warmup, 1)
+
+  batches = None
+  if FLAGS.pipeline:
+    try:
+      builder = input_pipeline.get_builder(config)
+    except UserError as e:
+      pipeline_error = f'not measured: {e}'
+    else:
+      rows = input_pipeline.process_rows(data_sharding, config.batch_size)
+      batches = input_pipeline.prefetch_to_device(
+          input_pipeline.train_batches(builder, config, 0, rows), data_sharding,
+          config.batch_size)
+      state, _ = _time_steps(compiled, state, lambda: next(batches), base_rng, FLAGS.warmup, 0)
+  # Synthetic and pipeline-fed steps alternate, best of `repeats` each: a side-by-side
+  # ratio that a busy machine's drift does not bias.
+  step_seconds, pipeline_seconds = [], []
+  for _ in range(FLAGS.repeats):
+    state, seconds = _time_steps(compiled, state, lambda: synthetic, base_rng, FLAGS.steps, 0)
+    step_seconds.append(seconds)
+    if batches is not None:
+      state, seconds = _time_steps(compiled, state, lambda: next(batches), base_rng,
+                                   FLAGS.steps, 0)
+      pipeline_seconds.append(seconds)
+  step_seconds = min(step_seconds)
+  device = jax.devices()[0]
+  flops_per_device = _flops(compiled)
+  flops = flops_per_device * jax.device_count() if flops_per_device else None
+  peak = _peak_tflops(device, bfloat16=False)
+  memory, memory_kind = _peak_memory_bytes(compiled)
+  figures = {
+      'config': {'dataset': config.dataset, 'image_size': config.image_size,
+                 'num_channels': config.num_channels, 'batch_size': config.batch_size},
+      'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
+      'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
+                 for name in train_state.NETWORKS},
+      'compile_seconds': compile_seconds,
+      'first_step_seconds_after_compile': first_step_seconds,
+      'step_seconds': step_seconds,
+      'images_per_second': config.batch_size / step_seconds,
+      'gflop_per_step': flops / 1e9 if flops else None,
+      'gflop_per_image': flops / 1e9 / config.batch_size if flops else None,
+      'achieved_tflops': flops / step_seconds / 1e12 if flops else None,
+      'peak_tflops_per_device': peak,
+      'peak_memory_bytes': memory, 'peak_memory_kind': memory_kind,
+  }
+  if flops and peak:
+    figures['fraction_of_peak'] = figures['achieved_tflops'] / (peak * jax.device_count())
+
+  if pipeline_seconds:
+    figures['pipeline_step_seconds'] = min(pipeline_seconds)
+    figures['pipeline_images_per_second'] = config.batch_size / min(pipeline_seconds)
+    figures['pipeline_fraction_of_synthetic'] = step_seconds / min(pipeline_seconds)
+  elif FLAGS.pipeline:
+    figures['pipeline'] = pipeline_error
+  return figures
+
+
+def _torch_reference(config) -> dict:
+  command = [sys.executable, os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
+             '--image_size', str(config.image_size), '--channels', str(config.num_channels),
+             '--batch_size', str(config.batch_size), '--steps', str(FLAGS.torch_steps)]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode:
+    raise SystemExit(f'error: the PyTorch reference failed (is torch installed? pip install -r '
+                     f'requirements-bench.txt):\n{result.stderr[-2000:]}')
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _print(figures: dict) -> None:
+  for key, value in figures.items():
+    if isinstance(value, float):
+      value = f'{value:.4g}'
+    print(f'{key:36s} {value}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  entry_point.set_up()
+  config = FLAGS.config
+  model = config.model
+  seed_architecture = (tuple(model.encoder_widths), tuple(model.decoder_widths),
+                       tuple(model.discriminator_widths), model.decoder_kernel_size,
+                       model.latent_dim, model.activation) == (
+                           (64, 128, 256), (256, 128, 32), (32, 128, 256, 256), 6, 128,
+                           'leaky_relu')
+  try:
+    figures = {'jax': benchmark(config)}
+  except UserError as e:
+    sys.exit(f'error: {e}')
+  _print(figures['jax'])
+  if FLAGS.torch:
+    if not seed_architecture:
+      sys.exit('error: --torch compares the seed architecture only (configs/mnist.py, '
+               'cifar10.py); this config changes its widths, kernels, latent or activation.')
+    figures['torch'] = _torch_reference(config)
+    figures['jax_over_torch_images_per_second'] = (
+        figures['jax']['images_per_second'] / figures['torch']['images_per_second'])
+    print()
+    _print({f'torch {k}': v for k, v in figures['torch'].items()})
+    print(f'\nJAX / PyTorch images/s: {figures["jax_over_torch_images_per_second"]:.2f}x '
+          '(synthetic batches, same batch and image size)')
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(figures, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
