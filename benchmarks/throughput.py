@@ -136,11 +136,12 @@ def benchmark(config) -> dict:
   device = jax.devices()[0]
   flops_per_device = _flops(compiled)
   flops = flops_per_device * jax.device_count() if flops_per_device else None
-  peak = _peak_tflops(device, bfloat16=False)
+  peak = _peak_tflops(device, bfloat16=config.dtype == 'bfloat16')
   memory, memory_kind = _peak_memory_bytes(compiled)
   figures = {
       'config': {'dataset': config.dataset, 'image_size': config.image_size,
-                 'num_channels': config.num_channels, 'batch_size': config.batch_size},
+                 'num_channels': config.num_channels, 'batch_size': config.batch_size,
+                 'dtype': config.dtype},
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
       'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
                  for name in train_state.NETWORKS},

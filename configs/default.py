@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.equilibrium = 0.68
   config.loss.margin = 0.35
 
+  # The networks' computation: 'float32', or 'bfloat16' (GPU/TPU tensor cores); parameters,
+  # optimizer states, BatchNorm statistics and losses stay float32 either way.
+  config.dtype = 'float32'
+
   # Optimisation: one RMSProp per network.
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 3e-4

@@ -191,3 +191,24 @@ def test_gating_skips_the_discriminator_when_it_is_too_good():
 def test_equilibrium_gates(real, fake, update_dis, update_dec):
   gates = train_step.equilibrium_gates(jnp.float32(real), jnp.float32(fake), 0.68, 0.35)
   assert (bool(gates[0]), bool(gates[1])) == (update_dis, update_dec)
+
+
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
+  config, _, _, state, step = _setup()
+  batch, rng = _batch(config), jax.random.PRNGKey(3)
+  _, float32_metrics = step(state, batch, rng)
+  config = _config()
+  config.dtype = 'bfloat16'
+  networks = train_state.build_networks(config)
+  optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
+  bf16_step = jax.jit(functools.partial(train_step.train_step, networks=networks,
+                                        optimizers=optimizers, loss_config=config.loss))
+  jaxpr = str(jax.make_jaxpr(bf16_step)(state, batch, rng))
+  assert 'conv_general_dilated' in jaxpr and 'bf16[' in jaxpr  # The convolutions run in bf16.
+  new_state, metrics = bf16_step(state, batch, rng)  # The float32 initial state, as it is.
+  for leaf in jax.tree.leaves(new_state):
+    assert leaf.dtype in (jnp.float32, jnp.int32, jnp.uint32)
+  for term in ('kl', 'llike', 'loss/encoder', 'loss/decoder', 'loss/discriminator'):
+    assert metrics[term].dtype == jnp.float32
+    np.testing.assert_allclose(metrics[term], float32_metrics[term], rtol=0.05, err_msg=term)
+  assert not metrics['nonfinite']

@@ -22,6 +22,7 @@ _CHOICES = {
     'loss.decoder_gan_loss': ('saturating', 'non_saturating'),
     'num_channels': (1, 3),
     'on_nonfinite': ('stop', 'skip'),
+    'dtype': ('float32', 'bfloat16'),
 }
 
 

@@ -14,6 +14,7 @@ nn.ConvTranspose's, and the outputs equal nn.ConvTranspose(padding='SAME')'s
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -57,6 +58,7 @@ class SubpixelConvTranspose(nn.Module):
   strides: Sequence[int] = (1, 1)
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  dtype: Any = None  # Computation dtype; None: the input's.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -70,6 +72,8 @@ class SubpixelConvTranspose(nn.Module):
     phases = padded[taps_h[:, :, None, None], taps_w[None, None, :, :]]  # [wh, sh, ww, sw, in, out]
     phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(
         window_h, window_w, in_features, sh * sw * self.features)
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
     batch, height, width, _ = x.shape
     y = jax.lax.conv_general_dilated(
         x, phases.astype(x.dtype), window_strides=(1, 1),
@@ -77,4 +81,4 @@ class SubpixelConvTranspose(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     y = y.reshape(batch, height, width, sh, sw, self.features)
     y = y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height * sh, width * sw, self.features)
-    return y + bias
+    return y + bias.astype(y.dtype)

@@ -10,6 +10,7 @@ convention. Every network takes `train` and keeps BatchNorm statistics in the
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,8 +25,10 @@ ACTIVATIONS = {
 DISL_FEATURES = ('post_activation', 'pre_norm')
 
 
-def _batch_norm(train: bool, momentum: float) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5)
+def _batch_norm(train: bool, momentum: float, dtype: Any) -> nn.BatchNorm:
+  """Statistics are computed in float32 whatever `dtype` (Flax promotes them)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                      dtype=dtype)
 
 
 def decoder_plan(image_size: int, num_layers: int) -> tuple[int, tuple[int, ...]]:
@@ -55,18 +58,19 @@ class Encoder(nn.Module):
   dense_width: int = 2048
   activation: str = 'leaky_relu'
   batch_norm_momentum: float = 0.9
+  dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     act = ACTIVATIONS[self.activation]
     for width in self.widths:
-      x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME')(x)
-      x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+      x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME', dtype=self.dtype)(x)
+      x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((x.shape[0], -1))
-    x = nn.Dense(self.dense_width)(x)
-    x = act(_batch_norm(train, self.batch_norm_momentum)(x))
-    mu = nn.Dense(self.latent_dim, name='mu')(x)
-    logvar = nn.Dense(self.latent_dim, name='logvar')(x)
+    x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
+    x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
+    mu = nn.Dense(self.latent_dim, name='mu', dtype=self.dtype)(x).astype(jnp.float32)
+    logvar = nn.Dense(self.latent_dim, name='logvar', dtype=self.dtype)(x).astype(jnp.float32)
     return mu, jnp.clip(logvar, -LOGVAR_LIMIT, LOGVAR_LIMIT)
 
 
@@ -83,20 +87,21 @@ class Decoder(nn.Module):
   kernel_size: int = 6
   activation: str = 'leaky_relu'
   batch_norm_momentum: float = 0.9
+  dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     start, strides = decoder_plan(self.image_size, len(self.widths))
-    x = nn.Dense(start * start * self.widths[0])(z)
-    x = act(_batch_norm(train, self.batch_norm_momentum)(x))
+    x = nn.Dense(start * start * self.widths[0], dtype=self.dtype)(z)
+    x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((z.shape[0], start, start, self.widths[0]))
     kernel = (self.kernel_size, self.kernel_size)
     for width, stride in zip(self.widths, strides):
-      x = SubpixelConvTranspose(width, kernel, strides=(stride, stride))(x)
-      x = act(_batch_norm(train, self.batch_norm_momentum)(x))
-    x = SubpixelConvTranspose(self.num_channels, (5, 5))(x)
-    return jnp.tanh(x)
+      x = SubpixelConvTranspose(width, kernel, strides=(stride, stride), dtype=self.dtype)(x)
+      x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
+    x = SubpixelConvTranspose(self.num_channels, (5, 5), dtype=self.dtype)(x)
+    return jnp.tanh(x.astype(jnp.float32))
 
 
 class Discriminator(nn.Module):
@@ -114,22 +119,25 @@ class Discriminator(nn.Module):
   disl_layer: int = 4
   disl_features: str = 'post_activation'
   batch_norm_momentum: float = 0.9
+  dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     act = ACTIVATIONS[self.activation]
     features = None
     for index, (width, stride) in enumerate(zip(self.widths, self.strides)):
-      x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME')(x)
+      x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME',
+                  dtype=self.dtype)(x)
       if index + 1 == self.disl_layer and self.disl_features == 'pre_norm':
         features = x
       if index > 0:  # The first block has no BatchNorm, as in DCGAN and the seed.
-        x = _batch_norm(train, self.batch_norm_momentum)(x)
+        x = _batch_norm(train, self.batch_norm_momentum, self.dtype)(x)
       x = act(x)
       if index + 1 == self.disl_layer and self.disl_features == 'post_activation':
         features = x
     x = x.reshape((x.shape[0], -1))
-    x = nn.Dense(self.dense_width)(x)
-    x = act(_batch_norm(train, self.batch_norm_momentum)(x))
-    logits = nn.Dense(1)(x)[:, 0]
-    return logits, features.reshape((features.shape[0], -1))
+    x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
+    x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
+    logits = nn.Dense(1, dtype=self.dtype)(x)[:, 0]
+    return (logits.astype(jnp.float32),
+            features.reshape((features.shape[0], -1)).astype(jnp.float32))

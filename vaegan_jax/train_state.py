@@ -49,7 +49,8 @@ class Optimizers(NamedTuple):
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
   m = config.model
-  common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum)
+  common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum,
+                dtype=jnp.dtype(config.get('dtype') or 'float32'))
   return Networks(
       encoder=models.Encoder(
           latent_dim=m.latent_dim, widths=tuple(m.encoder_widths),
