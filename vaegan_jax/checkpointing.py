@@ -102,22 +102,21 @@ def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
   old = json.loads(path.read_text()) if path.exists() else None
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('config.json read')
+  if old is not None and has_checkpoint:
+    old_shapes, new_shapes = _flat(_shape_fields(old)), _flat(_shape_fields(new))
+    changed = sorted(k for k in set(old_shapes) | set(new_shapes)
+                     if old_shapes.get(k) != new_shapes.get(k))
+    if changed:
+      details = ', '.join(f'config.{k} is {old_shapes.get(k)!r} there and '
+                          f'{new_shapes.get(k)!r} here' for k in changed)
+      raise WorkdirMismatchError(
+          f'{workdir} holds checkpoints of a model with other shapes ({details}). '
+          'Use a new --workdir, or resume with the saved config.json.')
+  if not write or old == new:
+    return
   if old is not None:
-    if has_checkpoint:
-      old_shapes, new_shapes = _flat(_shape_fields(old)), _flat(_shape_fields(new))
-      changed = sorted(k for k in set(old_shapes) | set(new_shapes)
-                       if old_shapes.get(k) != new_shapes.get(k))
-      if changed:
-        details = ', '.join(f'config.{k} is {old_shapes.get(k)!r} there and '
-                            f'{new_shapes.get(k)!r} here' for k in changed)
-        raise WorkdirMismatchError(
-            f'{workdir} holds checkpoints of a model with other shapes ({details}). '
-            'Use a new --workdir, or resume with the saved config.json.')
-    if old == new or not write:
-      return
     backup = 1
     while (path.parent / f'config.{backup}.json').exists():
       backup += 1
     path.rename(path.parent / f'config.{backup}.json')
-  if write:
-    path.write_text(json.dumps(new, indent=2) + '\n')
+  path.write_text(json.dumps(new, indent=2) + '\n')

@@ -113,7 +113,7 @@ def _crop(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | None
 def _images(builder: tfds.core.DatasetBuilder, split: str, image_key: str,
             in_memory: bool = False, decode: bool = True) -> tf.data.Dataset:
   """The split's images in file order: uint8 arrays, optionally decoded once into host
-  memory, or (decode=False) still encoded, to be decoded by `_decode` only where needed."""
+  memory, or (decode=False, not in memory) still encoded, for the caller to decode."""
   decoders = None if decode or in_memory else {image_key: tfds.decode.SkipDecoding()}
   dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
   dataset = dataset.map(lambda example: example[image_key])
@@ -149,7 +149,8 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
   """
   batch_size = config.batch_size
   first, last = rows or (0, batch_size)
-  steps_per_epoch = num_examples(builder, config.train_split) // batch_size
+  train_size = num_examples(builder, config.train_split)  # Counts when sizes are unknown.
+  steps_per_epoch = train_size // batch_size
   images = _images(builder, config.train_split, config.image_key, config.cache_dataset,
                    decode=False)
   image_feature = builder.info.features[config.image_key]
@@ -160,7 +161,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
       image = image_feature.decode_example(image)
     return preprocess(image, config.image_size, config.num_channels, crop)
 
-  buffer = min(config.shuffle_buffer, num_examples(builder, config.train_split))
+  buffer = min(config.shuffle_buffer, train_size)
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
     dataset = images.shuffle(buffer, seed=_epoch_seed(config.seed, epoch),

@@ -3,9 +3,9 @@
 Data parallel over every device of every process through jax.sharding: the
 global batch is split along the mesh's 'data' axis (each process feeds its own
 rows) and the state is replicated, so BatchNorm statistics are those of the
-global batch and results do not depend on the device count. Re-running with the same workdir
-resumes from the latest checkpoint: the state, the step, and (because the data
-order is a function of seed and step) the position in the data.
+global batch and results do not depend on the device count. Re-running with the
+same workdir resumes from the latest checkpoint: the state, the step, and
+(because the data order is a function of seed and step) the position in the data.
 """
 
 import functools
