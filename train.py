@@ -38,9 +38,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   entry_point.set_up()
-  entry_point.initialize_distributed(FLAGS.multihost, FLAGS.coordinator_address,
-                                     FLAGS.num_processes, FLAGS.process_id)
   try:
+    entry_point.initialize_distributed(FLAGS.multihost, FLAGS.coordinator_address,
+                                       FLAGS.num_processes, FLAGS.process_id)
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     sys.exit(f'error: {e}')

@@ -152,3 +152,15 @@ def test_a_batch_the_devices_cannot_split_is_refused_with_a_fix(monkeypatch):
   with pytest.raises(ConfigError, match=r'batch_size=60: must be divisible by the number of '
                      r'devices \(8\).*--config.batch_size=56'):
     config_checks.validate_config(config)
+
+
+def test_an_incomplete_multi_process_launch_says_what_to_give(tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
+       str(tmp_path / 'run'), '--num_processes=2'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith('error: Cannot join a multi-process run')
+  assert '--coordinator_address' in last_line and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()

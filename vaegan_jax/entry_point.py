@@ -6,6 +6,8 @@ from absl import logging
 import jax
 import tensorflow as tf
 
+from vaegan_jax.errors import ConfigError
+
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/')
 
 
@@ -35,6 +37,12 @@ def initialize_distributed(multihost: bool, coordinator_address: str | None = No
   Kubernetes; a run launched by hand gives all three.
   """
   if multihost or coordinator_address or (num_processes or 1) > 1:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    try:
+      jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    except (ValueError, TypeError) as e:  # What JAX raises for missing or bad arguments.
+      raise ConfigError(
+          f'Cannot join a multi-process run: {e} Outside a cluster JAX detects (Cloud TPU '
+          'pods, SLURM, Open MPI, Kubernetes), give all of --coordinator_address=HOST:PORT '
+          '(process 0\'s), --num_processes and --process_id.') from e
     logging.info('Process %d of %d; %d of the %d devices are local.', jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
