@@ -96,6 +96,10 @@ def draw(model: inference.Model) -> dict[str, object]:
   needs_data = [f for f in FLAGS.figures if f != 'samples']
   if not needs_data:
     return drawn
+  if model.networks.encoder is None:
+    logging.warning('Skipping %s: a %r model has no encoder to encode real images with.',
+                    ', '.join(needs_data), config.model)
+    return drawn
   count = max(FLAGS.num * FLAGS.num, 2 * FLAGS.num)
   builder = None
   if FLAGS.images:

@@ -192,10 +192,10 @@ def main(argv):
   entry_point.set_up()
   config = FLAGS.config
   # The reference hard-codes the seed's networks: those of configs/default.py.
-  changed = sorted(k for k, v in default.get_config().model.items() if config.model[k] != v)
+  changed = sorted(k for k, v in default.get_config().networks.items() if config.networks[k] != v)
   if FLAGS.torch and changed:
     sys.exit('error: --torch compares the seed architecture only (configs/mnist.py, '
-             f'cifar10.py); this config changes config.model.{", config.model.".join(changed)}.')
+             f'cifar10.py); this config changes config.networks.{", config.networks.".join(changed)}.')
   try:
     figures = {'jax': benchmark(config)}
   except UserError as e:

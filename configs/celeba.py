@@ -30,9 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.cache_dataset = False  # 162,770 images: too many to decode into host memory.
   config.shuffle_buffer = 20_000  # Encoded JPEGs (about 10 kB each) are shuffled.
 
-  config.model.activation = 'relu'
-  config.model.decoder_kernel_size = 5
-  config.model.disl_features = 'pre_norm'
+  config.networks.activation = 'relu'
+  config.networks.decoder_kernel_size = 5
+  config.networks.disl_features = 'pre_norm'
   config.loss.discriminator_fakes = 'prior'
   config.loss.concat_batches = True
   config.loss.equilibrium_gating = True

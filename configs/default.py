@@ -26,25 +26,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.shuffle_buffer = 60_000
   config.cache_dataset = True  # Keep decoded uint8 images in host memory (mnist, cifar10).
 
+  # Which of the paper's models: 'vaegan'; or its baselines 'vae' (Enc + Dec, pixel-wise
+  # Gaussian likelihood), 'vae_disl' (the VAE with L_llike of a jointly trained Dis, no
+  # GAN term for Dec), 'gan' (Dec as generator + Dis, no Enc).
+  config.model = 'vaegan'
+
   # Networks (models.py). The seed: leaky_relu; the paper: relu.
-  config.model = ml_collections.ConfigDict()
-  config.model.latent_dim = 128
-  config.model.activation = 'leaky_relu'
-  config.model.encoder_widths = (64, 128, 256)
-  config.model.encoder_dense_width = 2048
-  config.model.decoder_widths = (256, 128, 32)
-  config.model.decoder_kernel_size = 6
-  config.model.discriminator_widths = (32, 128, 256, 256)
-  config.model.discriminator_strides = (1, 2, 2, 2)
-  config.model.discriminator_dense_width = 512
-  config.model.disl_layer = 4  # Dis_l: which convolution (counted from 1) gives the similarity features ...
-  config.model.disl_features = 'post_activation'  # ... after BN + activation (seed) or 'pre_norm' (paper code).
-  config.model.batch_norm_momentum = 0.9  # Flax convention: PyTorch's momentum 0.1.
+  config.networks = ml_collections.ConfigDict()
+  config.networks.latent_dim = 128
+  config.networks.activation = 'leaky_relu'
+  config.networks.encoder_widths = (64, 128, 256)
+  config.networks.encoder_dense_width = 2048
+  config.networks.decoder_widths = (256, 128, 32)
+  config.networks.decoder_kernel_size = 6
+  config.networks.discriminator_widths = (32, 128, 256, 256)
+  config.networks.discriminator_strides = (1, 2, 2, 2)
+  config.networks.discriminator_dense_width = 512
+  config.networks.disl_layer = 4  # Dis_l: which convolution (counted from 1) gives the similarity features ...
+  config.networks.disl_features = 'post_activation'  # ... after BN + activation (seed) or 'pre_norm' (paper code).
+  config.networks.batch_norm_momentum = 0.9  # Flax convention: PyTorch's momentum 0.1.
 
   # Losses (losses.py, train_step.py).
   config.loss = ml_collections.ConfigDict()
   config.loss.gamma = 1.0  # Dec <- gamma * L_llike - L_GAN
-  config.loss.beta = 1.0  # Enc <- L_prior + beta * L_llike
+  config.loss.beta = 1.0  # Enc <- L_prior + beta * L_llike ('vae': L_llike in pixels, beta = 1/sigma^2)
   config.loss.discriminator_fakes = 'both'  # 'reconstructions', 'prior' or 'both' (seed).
   config.loss.decoder_gan_loss = 'saturating'  # As in the paper; or 'non_saturating'.
   config.loss.concat_batches = False  # One BatchNorm batch for real and fakes (paper code) or separate (seed).
@@ -82,4 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
   # WORKDIR/checkpoints_unreadable/ and resumes from the newest readable one.
   config.checkpoint_fallback = False
   config.num_sample_images = 64  # Images per grid (a square number).
+
+  # Evaluation (evaluate.py; evaluation.py): Frechet distances in the features of a
+  # classifier trained once per dataset (cached), reconstruction error, KL.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_steps = 0  # > 0: also evaluate during training, at checkpoints that are multiples.
+  config.eval.num_samples = 10_000  # Model samples per Frechet distance (and at most as many real images).
+  config.eval.label_key = 'label'  # The class feature the classifier learns.
+  # Where trained classifiers are kept; None: ~/.cache/vaegan_jax/classifiers.
+  config.eval.classifier_dir = ml_collections.config_dict.placeholder(str)
   return config

@@ -37,9 +37,9 @@ def tfds_data_dir(tmp_path_factory) -> str:
 
 # The network every test trains: compiles and steps in seconds on CPU.
 TINY = {
-    'model.latent_dim': 8, 'model.encoder_widths': (8, 16, 16), 'model.encoder_dense_width': 32,
-    'model.decoder_widths': (16, 8, 8), 'model.decoder_kernel_size': 4,
-    'model.discriminator_widths': (8, 8, 16, 16), 'model.discriminator_dense_width': 16,
+    'networks.latent_dim': 8, 'networks.encoder_widths': (8, 16, 16), 'networks.encoder_dense_width': 32,
+    'networks.decoder_widths': (16, 8, 8), 'networks.decoder_kernel_size': 4,
+    'networks.discriminator_widths': (8, 8, 16, 16), 'networks.discriminator_dense_width': 16,
     'batch_size': 16, 'num_train_steps': 4, 'log_every_steps': 2, 'checkpoint_every_steps': 2,
     'num_sample_images': 16,
 }
@@ -50,7 +50,7 @@ SCALE_OUT_RUN = {'num_train_steps': 4, 'log_every_steps': 1, 'checkpoint_every_s
 
 
 def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
-  """Sets dotted fields ('model.latent_dim') as --config.<field>=<value> would."""
+  """Sets dotted fields ('networks.latent_dim') as --config.<field>=<value> would."""
   for field, value in changes.items():
     *parents, name = field.split('.')
     target = config

@@ -31,7 +31,7 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
   assert (config.image_size, config.batch_size) == (64, 64)
   assert config.optim.learning_rate == 3e-4
   assert config.optim.discriminator_lr_mult == 0.1
-  assert config.model.latent_dim == 128 and config.model.encoder_dense_width == 2048
+  assert config.networks.latent_dim == 128 and config.networks.encoder_dense_width == 2048
 
 
 @pytest.mark.parametrize('field, value', [
@@ -45,9 +45,9 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
     ('loss.discriminator_fakes', 'everything'),
     ('loss.decoder_gan_loss', 'wasserstein'),
     ('loss.gamma', -1.0),
-    ('model.disl_layer', 5),
-    ('model.activation', 'gelu'),
-    ('model.encoder_widths', ()),
+    ('networks.disl_layer', 5),
+    ('networks.activation', 'gelu'),
+    ('networks.encoder_widths', ()),
     ('num_sample_images', 10),
     ('checkpoint_every_steps', 0),
     ('on_nonfinite', 'ignore'),

@@ -76,7 +76,7 @@ def test_evaluation_mode_uses_sane_running_statistics(trained):
     assert np.all(np.isfinite(layer['mean'])) and np.all(layer['var'] > 0)
   assert any(np.abs(layer['mean']).max() > 1e-3 for layer in stats.values())  # Not the init.
 
-  z = jax.random.normal(jax.random.PRNGKey(0), (256, model.config.model.latent_dim))
+  z = jax.random.normal(jax.random.PRNGKey(0), (256, model.config.networks.latent_dim))
   decoder, params = model.networks.decoder, model.variables['decoder']['params']
   evaluation = inference.decode(model, z)
   training, _ = decoder.apply({'params': params, 'batch_stats': stats}, z, train=True,
@@ -106,7 +106,7 @@ def test_bad_inputs_are_refused_and_leave_the_workdir_unchanged(trained, tmp_pat
   other = tmp_path / 'other'
   shutil.copytree(workdir, other)
   config = json.loads((other / 'config.json').read_text())
-  config['model']['latent_dim'] = 4
+  config['networks']['latent_dim'] = 4
   (other / 'config.json').write_text(json.dumps(config))
   with pytest.raises(CheckpointError, match=r"does not belong to the model of its config.json.*"
                      r"\['decoder'\]\['params'\]\['Dense_0'\]\['kernel'\] has shape \(8, "):

@@ -39,7 +39,7 @@ def test_digits_run_writes_checkpoints_samples_logs_and_resumes(tiny_digits_conf
     assert grid.ndim == 2 and grid.std() > 0  # Grey images, not blank.
   assert any(p.name.startswith('events.out.tfevents') for p in workdir.iterdir())
   saved = json.loads((workdir / 'config.json').read_text())
-  assert saved['model']['latent_dim'] == config.model.latent_dim
+  assert saved['networks']['latent_dim'] == config.networks.latent_dim
 
   # The same command with more steps continues from step 4, at the same data position.
   config.num_train_steps = 6
@@ -52,11 +52,11 @@ def test_digits_run_writes_checkpoints_samples_logs_and_resumes(tiny_digits_conf
   assert (workdir / 'config.1.json').exists()  # The 4-step config is kept, not lost.
 
   # A config with other shapes refuses to resume, and leaves the workdir as it was.
-  config.model.latent_dim = 4
-  with pytest.raises(WorkdirMismatchError, match='config.model.latent_dim is 8 there and 4 here'):
+  config.networks.latent_dim = 4
+  with pytest.raises(WorkdirMismatchError, match='config.networks.latent_dim is 8 there and 4 here'):
     train.train_and_evaluate(config, workdir)
   assert _checkpoint_steps(workdir) == [2, 4, 6]
-  assert json.loads((workdir / 'config.json').read_text())['model']['latent_dim'] == 8
+  assert json.loads((workdir / 'config.json').read_text())['networks']['latent_dim'] == 8
 
 
 @pytest.mark.parametrize('get_config, image_size', [(mnist.get_config, 28),

@@ -15,23 +15,24 @@ from vaegan_jax import train_step
 NETWORKS = train_state.NETWORKS
 
 
-def _config(**loss_overrides):
+def _config(model='vaegan', **loss_overrides):
   config = tiny(digits.get_config())
   config.image_size = 28
+  config.model = model
   for key, value in loss_overrides.items():
     config.loss[key] = value
   return config
 
 
 @functools.lru_cache(maxsize=None)
-def _setup(**loss_overrides):
+def _setup(model='vaegan', **loss_overrides):
   """Networks, optimizers, initial state and jitted step for a tiny 28x28 config."""
-  config = _config(**loss_overrides)
+  config = _config(model, **loss_overrides)
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
   state = train_state.create_train_state(jax.random.PRNGKey(0), config, networks, optimizers)
   step = jax.jit(functools.partial(train_step.train_step, networks=networks,
-                                   optimizers=optimizers, loss_config=config.loss))
+                                   optimizers=optimizers, config=config))
   return config, networks, optimizers, state, step
 
 
@@ -42,8 +43,10 @@ def _batch(config):
   return {'image': images}
 
 
-def _reference_losses(networks, loss, params, batch_stats, images, rng):
-  """DESIGN.md's three losses written out directly, independently of train_step.py."""
+def _reference_losses(networks, config, params, batch_stats, images, rng):
+  """DESIGN.md's losses (and the baselines') written out directly, independently of
+  train_step.py."""
+  loss, model = config.loss, config.model
 
   def apply(name, inputs):
     variables = {'params': params[name], 'batch_stats': batch_stats[name]}
@@ -51,10 +54,31 @@ def _reference_losses(networks, loss, params, batch_stats, images, rng):
                                          mutable=['batch_stats'])[0]
 
   noise_rng, prior_rng = jax.random.split(rng)
+  n = images.shape[0]
+  z_prior = jax.random.normal(prior_rng, (n, config.networks.latent_dim))
+  if model == 'gan':
+    if loss.concat_batches:
+      logits, _ = apply('discriminator', jnp.concatenate([images, apply('decoder', z_prior)]))
+      real_logits, prior_logits = logits[:n], logits[n:]
+    else:
+      real_logits, _ = apply('discriminator', images)
+      prior_logits, _ = apply('discriminator', apply('decoder', z_prior))
+    d_loss = -jnp.mean(jax.nn.log_sigmoid(real_logits)) - jnp.mean(
+        jax.nn.log_sigmoid(-prior_logits))
+    if loss.decoder_gan_loss == 'saturating':
+      g_loss = jnp.mean(jax.nn.log_sigmoid(-prior_logits))
+    else:
+      g_loss = -jnp.mean(jax.nn.log_sigmoid(prior_logits))
+    return {'decoder': g_loss, 'discriminator': d_loss}
+
   mu, logvar = apply('encoder', images)
   z = mu + jnp.exp(logvar / 2) * jax.random.normal(noise_rng, mu.shape)
-  z_prior = jax.random.normal(prior_rng, mu.shape)
-  n = images.shape[0]
+  kl = jnp.mean(-0.5 * jnp.sum(1 + logvar - mu**2 - jnp.exp(logvar), axis=1))
+  if model == 'vae':
+    recon = apply('decoder', z)
+    pixel_nll = jnp.mean(0.5 * jnp.sum((recon - images)**2, axis=(1, 2, 3)))
+    return {'encoder': kl + loss.beta * pixel_nll, 'decoder': pixel_nll}
+
   if loss.concat_batches:
     recon, prior = jnp.split(apply('decoder', jnp.concatenate([z, z_prior])), 2)
     logits, features = apply('discriminator', jnp.concatenate([images, recon, prior]))
@@ -67,7 +91,6 @@ def _reference_losses(networks, loss, params, batch_stats, images, rng):
     prior_logits, _ = apply('discriminator', prior)
   fakes = {'reconstructions': [recon_logits], 'prior': [prior_logits],
            'both': [recon_logits, prior_logits]}[loss.discriminator_fakes]
-  kl = jnp.mean(-0.5 * jnp.sum(1 + logvar - mu**2 - jnp.exp(logvar), axis=1))
   llike = jnp.mean(0.5 * jnp.sum((recon_features - real_features)**2, axis=1))
   log_d_real = jnp.mean(jax.nn.log_sigmoid(real_logits))
   log_1m_d_fakes = sum(jnp.mean(jax.nn.log_sigmoid(-l)) for l in fakes)
@@ -76,6 +99,8 @@ def _reference_losses(networks, loss, params, batch_stats, images, rng):
     decoder_gan = log_1m_d_fakes
   else:
     decoder_gan = -sum(jnp.mean(jax.nn.log_sigmoid(l)) for l in fakes)
+  if model == 'vae_disl':
+    return {'encoder': kl + loss.beta * llike, 'decoder': llike, 'discriminator': -l_gan}
   return {'encoder': kl + loss.beta * llike,
           'decoder': loss.gamma * llike + decoder_gan,
           'discriminator': -l_gan}
@@ -86,6 +111,11 @@ ROUTING_CASES = [
     dict(concat_batches=True, discriminator_fakes='prior', decoder_gan_loss='non_saturating',
          beta=0.5, gamma=2.0),
     dict(concat_batches=False, discriminator_fakes='reconstructions', gamma=0.1),
+    # The paper's baselines.
+    dict(model='vae', beta=0.5),
+    dict(model='vae_disl', concat_batches=True, beta=0.5, gamma=2.0),
+    dict(model='gan', decoder_gan_loss='non_saturating'),
+    dict(model='gan', concat_batches=True, decoder_gan_loss='saturating'),
 ]
 
 
@@ -95,12 +125,14 @@ def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
   images = _batch(config)['image']
   rng = jax.random.PRNGKey(3)
   grads, _, _, _ = jax.jit(functools.partial(
-      train_step.compute_gradients, networks, config.loss))(state, images, rng)
-  params = {name: getattr(state, name).params for name in NETWORKS}
-  stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
-  for name in NETWORKS:
+      train_step.compute_gradients, networks, config))(state, images, rng)
+  used = train_state.used_networks(config)
+  assert sorted(grads) == sorted(used)
+  params = {name: getattr(state, name).params for name in used}
+  stats = {name: getattr(state, name).batch_stats for name in used}
+  for name in used:
     expected = jax.grad(lambda own, n=name: _reference_losses(
-        networks, config.loss, {**params, n: own}, stats, images, rng)[n])(params[name])
+        networks, config, {**params, n: own}, stats, images, rng)[n])(params[name])
     # Tolerance relative to the network's largest gradient: biases in front of
     # BatchNorm have a true gradient of 0, computed as float32 noise.
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(expected))
@@ -117,9 +149,9 @@ def test_llike_gradient_would_move_discriminator_but_is_not_routed_there():
   params = {name: getattr(state, name).params for name in NETWORKS}
   stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
   leaky = jax.grad(lambda own: sum(_reference_losses(
-      networks, config.loss, {**params, 'discriminator': own}, stats, images, rng).values()))(
+      networks, config, {**params, 'discriminator': own}, stats, images, rng).values()))(
           params['discriminator'])
-  grads, _, _, _ = train_step.compute_gradients(networks, config.loss, state, images, rng)
+  grads, _, _, _ = train_step.compute_gradients(networks, config, state, images, rng)
   differences = [float(jnp.max(jnp.abs(a - b))) for a, b in zip(
       jax.tree.leaves(leaky), jax.tree.leaves(grads['discriminator']))]
   assert max(differences) > 1e-3
@@ -169,6 +201,23 @@ def test_step_updates_everything_and_reports_metrics():
   assert float(metrics['skipped/discriminator']) == 0.0
 
 
+@pytest.mark.parametrize('model', ['vae', 'vae_disl', 'gan'])
+def test_a_baseline_builds_steps_and_saves_only_its_networks(model):
+  _, networks, optimizers, initial, _ = _setup(model)
+  new, metrics = _step(dict(model=model))
+  used = train_state.MODELS[model]
+  for name in NETWORKS:
+    if name in used:
+      _assert_trees_differ(getattr(initial, name).params, getattr(new, name).params)
+    else:
+      assert getattr(networks, name) is None and getattr(optimizers, name) is None
+      assert getattr(new, name) is None  # Nothing of it in the state, nor in checkpoints.
+  assert sorted(k[5:] for k in metrics if k.startswith('loss/')) == sorted(used)
+  assert ('kl' in metrics) == (model != 'gan')
+  assert ('gan_decoder' in metrics) == (model == 'gan')
+  assert not float(metrics['nonfinite'])
+
+
 def test_gating_skips_the_discriminator_when_it_is_too_good():
   # Equilibrium 100, margin 0: every cost is "below equilibrium", Dis always too good.
   overrides = dict(equilibrium_gating=True, equilibrium=100.0, margin=0.0)
@@ -202,7 +251,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
   bf16_step = jax.jit(functools.partial(train_step.train_step, networks=networks,
-                                        optimizers=optimizers, loss_config=config.loss))
+                                        optimizers=optimizers, config=config))
   jaxpr = str(jax.make_jaxpr(bf16_step)(state, batch, rng))
   assert 'conv_general_dilated' in jaxpr and 'bf16[' in jaxpr  # The convolutions run in bf16.
   new_state, metrics = bf16_step(state, batch, rng)  # The float32 initial state, as it is.

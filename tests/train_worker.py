@@ -37,7 +37,7 @@ def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
   if jax.process_count() == 1:
     mesh = jax.make_mesh((jax.device_count(),), ('data',),
                          axis_types=(jax.sharding.AxisType.Auto,))
-    z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, config.model.latent_dim)),
+    z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, config.networks.latent_dim)),
                        jax.NamedSharding(mesh, jax.P('data')))
     images = sampling.decode(train_state.build_networks(config), state, z)
     assert len(images.sharding.device_set) == jax.device_count()

@@ -18,7 +18,7 @@ from vaegan_jax.train_state import TrainState
 
 CONFIG_FILE = 'config.json'
 # Fields that decide the shapes of the state: a checkpoint restores only into these.
-_SHAPE_FIELDS = ('image_size', 'num_channels', 'model')
+_SHAPE_FIELDS = ('image_size', 'num_channels', 'model', 'networks')
 _UNREADABLE = 'checkpoints_unreadable'  # Where a damaged checkpoint is moved by a fallback.
 
 
@@ -89,6 +89,14 @@ def _flat(d: dict, prefix: str = '') -> dict:
   return out
 
 
+def read_config_json(path: epath.PathLike) -> dict:
+  """A saved config.json as a dict, in today's field names."""
+  saved = json.loads(epath.Path(path).read_text())
+  if isinstance(saved.get('model'), dict):  # Runs from before config.model chose the model.
+    saved['networks'], saved['model'] = saved['model'], 'vaegan'
+  return saved
+
+
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
                  has_checkpoint: bool, write: bool = True) -> None:
   """Saves the config as JSON; refuses a config whose shapes differ from the checkpoints'.
@@ -99,7 +107,7 @@ def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
   """
   path = epath.Path(workdir) / CONFIG_FILE
   new = json.loads(config.to_json_best_effort())
-  old = json.loads(path.read_text()) if path.exists() else None
+  old = read_config_json(path) if path.exists() else None
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('config.json read')
   if old is not None and has_checkpoint:

@@ -13,11 +13,13 @@ import tensorflow_datasets as tfds
 
 from vaegan_jax import digits  # Registers 'sklearn_digits' with TFDS.
 from vaegan_jax import models
+from vaegan_jax import train_state
 from vaegan_jax.errors import ConfigError
 
 _CHOICES = {
-    'model.activation': tuple(models.ACTIVATIONS),
-    'model.disl_features': models.DISL_FEATURES,
+    'model': tuple(train_state.MODELS),
+    'networks.activation': tuple(models.ACTIVATIONS),
+    'networks.disl_features': models.DISL_FEATURES,
     'loss.discriminator_fakes': ('reconstructions', 'prior', 'both'),
     'loss.decoder_gan_loss': ('saturating', 'non_saturating'),
     'num_channels': (1, 3),
@@ -73,18 +75,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            'top < bottom and left < right')
   _require(config, 'shuffle_buffer', lambda v: _is_int(v) and v >= 1, 'must be >= 1')
 
-  for field in ('model.latent_dim', 'model.encoder_dense_width',
-                'model.discriminator_dense_width', 'model.decoder_kernel_size'):
+  for field in ('networks.latent_dim', 'networks.encoder_dense_width',
+                'networks.discriminator_dense_width', 'networks.decoder_kernel_size'):
     _require(config, field, lambda v: _is_int(v) and v >= 1, 'must be an integer >= 1')
-  for field in ('model.encoder_widths', 'model.decoder_widths',
-                'model.discriminator_widths', 'model.discriminator_strides'):
+  for field in ('networks.encoder_widths', 'networks.decoder_widths',
+                'networks.discriminator_widths', 'networks.discriminator_strides'):
     _require(config, field, _positive_ints, 'must be a non-empty sequence of integers >= 1')
-  layers = len(config.model.discriminator_widths)
-  _require(config, 'model.discriminator_strides', lambda v: len(v) == layers,
+  layers = len(config.networks.discriminator_widths)
+  _require(config, 'networks.discriminator_strides', lambda v: len(v) == layers,
            f'needs one stride per discriminator width ({layers})')
-  _require(config, 'model.disl_layer', lambda v: _is_int(v) and 1 <= v <= layers,
+  _require(config, 'networks.disl_layer', lambda v: _is_int(v) and 1 <= v <= layers,
            f'counts discriminator convolutions from 1, so it must be in 1..{layers}')
-  _require(config, 'model.batch_norm_momentum', lambda v: 0 <= v < 1, 'must be in [0, 1)')
+  _require(config, 'networks.batch_norm_momentum', lambda v: 0 <= v < 1, 'must be in [0, 1)')
 
   for field in ('loss.gamma', 'loss.beta'):
     _require(config, field, lambda v: v >= 0, 'must be >= 0')
@@ -110,5 +112,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ('cache_dataset', 'checkpoint_fallback', 'loss.concat_batches',
                 'loss.equilibrium_gating', 'optim.eps_in_sqrt'):
     _require(config, field, lambda v: isinstance(v, bool), 'must be True or False')
-  for field in ('image_key', 'train_split', 'eval_split'):
+  _require(config, 'eval.every_steps', lambda v: _is_int(v) and v >= 0,
+           'must be an integer >= 0 (0: evaluate only with evaluate.py)')
+  _require(config, 'eval.num_samples', lambda v: _is_int(v) and v >= 2,
+           'must be an integer >= 2 (a Frechet distance needs a covariance)')
+  for field in ('image_key', 'train_split', 'eval_split', 'eval.label_key'):
     _require(config, field, lambda v: isinstance(v, str) and v, 'must be a non-empty string')

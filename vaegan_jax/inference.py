@@ -15,7 +15,6 @@ ever written.
 
 import dataclasses
 import functools
-import json
 from typing import Any
 
 from etils import epath
@@ -47,7 +46,13 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
   if not path.exists():
     raise CheckpointError(
         f'{path} does not exist: {workdir} is not the --workdir of a train.py run.')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(checkpointing.read_config_json(path))
+
+
+def from_train_state(config: ml_collections.ConfigDict, state: train_state.TrainState) -> Model:
+  """The Model of a training state in memory (e.g. to evaluate during training)."""
+  return Model(config=config, networks=train_state.build_networks(config),
+               variables=_as_dict(state), step=int(state.step))
 
 
 def _read_only_manager(workdir: epath.PathLike) -> ocp.CheckpointManager:
@@ -116,7 +121,7 @@ def _as_dict(tree: Any) -> Any:
   """A TrainState-like tree as the nested dict Orbax stores (for partial restores)."""
   return {
       name: {field: getattr(getattr(tree, name), field) for field in _VARIABLES}
-      for name in train_state.NETWORKS
+      for name in train_state.NETWORKS if getattr(tree, name) is not None
   }
 
 
@@ -164,6 +169,9 @@ def _decode(decoder, variables, z):
 
 def encode(model: Model, images: np.ndarray) -> tuple[jax.Array, jax.Array]:
   """Enc(x) in evaluation mode: the posterior's (mu, logvar) for images in [-1, 1]."""
+  if model.networks.encoder is None:
+    raise ValueError(f"A {model.config.model!r} model has no encoder: it cannot encode or "
+                     'reconstruct images, only sample.')
   return _encode(model.networks.encoder, model.variables['encoder'], jnp.asarray(images))
 
 
@@ -174,7 +182,7 @@ def decode(model: Model, z: jax.Array) -> jax.Array:
 
 def prior_latents(model: Model, num: int, rng: jax.Array, temperature: float = 1.0) -> jax.Array:
   """z ~ N(0, temperature^2 I)."""
-  return temperature * jax.random.normal(rng, (num, model.config.model.latent_dim))
+  return temperature * jax.random.normal(rng, (num, model.config.networks.latent_dim))
 
 
 def sample(model: Model, num: int, rng: jax.Array, temperature: float = 1.0) -> jax.Array:

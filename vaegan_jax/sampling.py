@@ -21,7 +21,9 @@ def encode(networks: Networks, state: TrainState,
 
 
 def samples_and_reconstructions(networks: Networks, state: TrainState, z: jax.Array,
-                                images: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Dec(z) for prior latents z, and Dec(mu(x)) for real images x."""
+                                images: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+  """Dec(z) for prior latents z, and Dec(mu(x)) for real images x (None for a GAN)."""
+  if networks.encoder is None:
+    return decode(networks, state, z), None
   mu, _ = encode(networks, state, images)
   return decode(networks, state, z), decode(networks, state, mu)

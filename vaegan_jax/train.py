@@ -91,7 +91,7 @@ def _check_finite(step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
   if not float(metrics['nonfinite']):
     return
   terms = [train_step_lib.FINITE_CHECKS.get(term, term.replace('/', ' of the '))
-           for term in train_step_lib.CHECKED_TERMS if float(metrics[f'nonfinite/{term}'])]
+           for term in train_step_lib.CHECKED_TERMS if float(metrics.get(f'nonfinite/{term}', 0))]
   if on_nonfinite == 'skip':
     logging.warning('Step %d: non-finite %s; the networks skip this batch.', step,
                     ', '.join(terms))
@@ -106,14 +106,18 @@ def _check_finite(step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
 
 
 def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
-                   samples: np.ndarray, real: np.ndarray, recons: np.ndarray) -> None:
-  """PNG grid [samples | real | reconstructions] and the same images in TensorBoard."""
-  panels = [image_grid.grid(samples), image_grid.grid(real), image_grid.grid(recons)]
+                   samples: np.ndarray, real: np.ndarray, recons: np.ndarray | None) -> None:
+  """PNG grid [samples | real | reconstructions] and the same images in TensorBoard
+  (a GAN, without an encoder, has no reconstructions: [samples | real])."""
+  panels = [image_grid.grid(samples), image_grid.grid(real)]
+  images = {'samples': panels[0][None]}
+  if recons is not None:
+    panels.append(image_grid.grid(recons))
+    images['reconstructions'] = np.concatenate(panels[1:], axis=1)[None]
   directory = workdir / 'samples'
   directory.mkdir(parents=True, exist_ok=True)
   image_grid.save_png(directory / f'step_{step:06d}.png', image_grid.side_by_side(panels))
-  writer.write_images(step, {'samples': panels[0][None], 'reconstructions': np.concatenate(
-      [panels[1], panels[2]], axis=1)[None]})
+  writer.write_images(step, images)
 
 
 def data_parallel_shardings() -> tuple[jax.NamedSharding, jax.NamedSharding]:
@@ -168,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)
   preview = jax.jit(functools.partial(sampling.samples_and_reconstructions, networks))
   fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
-                              (config.num_sample_images, config.model.latent_dim))
+                              (config.num_sample_images, config.networks.latent_dim))
   fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
   base_rng = jax.device_get(state.rng)  # A host copy: the state is donated every step.
 
@@ -176,8 +180,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     step = int(state.step)
     checkpointing.save(manager, state)
     samples, recons = jax.device_get(preview(state, fixed_z, fixed_real))
-    writer.write_scalars(step, {'eval/reconstruction_mse': float(
-        np.mean(np.square(recons - fixed_real[:len(recons)])))})
+    if recons is not None:
+      writer.write_scalars(step, {'eval/reconstruction_mse': float(
+          np.mean(np.square(recons - fixed_real[:len(recons)])))})
     if is_chief:
       _write_samples(workdir, writer, step, samples, fixed_real, recons)
 

@@ -4,6 +4,10 @@ The three networks have disjoint parameter trees, each with its own BatchNorm
 statistics and its own RMSProp state, so that an update of one can never touch
 another. Modules and optimizers are static (`Networks`, `Optimizers`); the state
 holds only arrays, which jax.jit, shardings and Orbax take as they are.
+
+config.model picks which networks exist (the paper's four models, `MODELS`); a
+network the model does not use is None in `Networks`, `Optimizers` and the
+state, so it is neither built, nor stepped, nor saved.
 """
 
 from typing import Any, NamedTuple
@@ -18,6 +22,19 @@ from vaegan_jax import models
 
 NETWORKS = ('encoder', 'decoder', 'discriminator')
 
+# The paper's comparison (Larsen et al. 2016, Figure 3, Table 1): the networks each model has.
+MODELS = {
+    'vae': ('encoder', 'decoder'),  # Pixel-wise Gaussian likelihood.
+    'vae_disl': NETWORKS,  # The VAE with Dis_l of a jointly trained Dis, no GAN term for Dec.
+    'gan': ('decoder', 'discriminator'),  # Dec as the generator, no encoder.
+    'vaegan': NETWORKS,
+}
+
+
+def used_networks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The names of the networks config.model trains, in NETWORKS order."""
+  return MODELS[config.model]
+
 
 @flax.struct.dataclass
 class NetworkState:
@@ -30,28 +47,33 @@ class NetworkState:
 class TrainState:
   step: jax.Array
   rng: jax.Array  # Base key; step keys are derived as fold_in(rng, step).
-  encoder: NetworkState
-  decoder: NetworkState
-  discriminator: NetworkState
+  encoder: NetworkState | None
+  decoder: NetworkState | None
+  discriminator: NetworkState | None
 
 
 class Networks(NamedTuple):
-  encoder: models.Encoder
-  decoder: models.Decoder
-  discriminator: models.Discriminator
+  encoder: models.Encoder | None
+  decoder: models.Decoder | None
+  discriminator: models.Discriminator | None
 
 
 class Optimizers(NamedTuple):
-  encoder: optax.GradientTransformation
-  decoder: optax.GradientTransformation
-  discriminator: optax.GradientTransformation
+  encoder: optax.GradientTransformation | None
+  decoder: optax.GradientTransformation | None
+  discriminator: optax.GradientTransformation | None
+
+
+def _only_used(config: ml_collections.ConfigDict, built: dict[str, Any]) -> dict[str, Any]:
+  used = used_networks(config)
+  return {name: value if name in used else None for name, value in built.items()}
 
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
-  m = config.model
+  m = config.networks
   common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum,
                 dtype=jnp.dtype(config.get('dtype') or 'float32'))
-  return Networks(
+  return Networks(**_only_used(config, dict(
       encoder=models.Encoder(
           latent_dim=m.latent_dim, widths=tuple(m.encoder_widths),
           dense_width=m.encoder_dense_width, **common),
@@ -62,7 +84,7 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
           widths=tuple(m.discriminator_widths), strides=tuple(m.discriminator_strides),
           dense_width=m.discriminator_dense_width, disl_layer=m.disl_layer,
           disl_features=m.disl_features, **common),
-  )
+  )))
 
 
 def build_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Optimizers:
@@ -76,11 +98,8 @@ def build_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
     return optax.rmsprop(learning_rate, decay=o.rmsprop_decay, eps=o.rmsprop_eps,
                          eps_in_sqrt=o.eps_in_sqrt)
 
-  return Optimizers(
-      encoder=rmsprop(o.encoder_lr_mult),
-      decoder=rmsprop(o.decoder_lr_mult),
-      discriminator=rmsprop(o.discriminator_lr_mult),
-  )
+  return Optimizers(**_only_used(config, {
+      name: rmsprop(o[f'{name}_lr_mult']) for name in NETWORKS}))
 
 
 def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict,
@@ -88,10 +107,12 @@ def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict,
   """Initial state; pure, so it can be jitted straight onto devices or eval_shape'd."""
   init_rng, state_rng = jax.random.split(rng)
   image = jnp.zeros((1, config.image_size, config.image_size, config.num_channels))
-  latent = jnp.zeros((1, config.model.latent_dim))
+  latent = jnp.zeros((1, config.networks.latent_dim))
   inputs = {'encoder': image, 'decoder': latent, 'discriminator': image}
-  network_states = {}
+  network_states = dict.fromkeys(NETWORKS)
   for name, key in zip(NETWORKS, jax.random.split(init_rng, len(NETWORKS))):
+    if getattr(networks, name) is None:
+      continue  # Keys stay per network, so a model's initial weights do not depend on the others.
     variables = getattr(networks, name).init(key, inputs[name], train=False)
     params = variables['params']
     network_states[name] = NetworkState(

@@ -1,4 +1,5 @@
-"""One VAE-GAN update of all three networks, each by its own loss only.
+"""One VAE-GAN update of all three networks, each by its own loss only (or of the
+networks of a baseline model, config.model; see compute_losses).
 
     Enc  <- L_prior + beta * L_llike
     Dec  <- gamma * L_llike - L_GAN        (saturating or non-saturating)
@@ -21,6 +22,7 @@ import optax
 
 from vaegan_jax import losses
 from vaegan_jax.train_state import NETWORKS, NetworkState, Networks, Optimizers, TrainState
+from vaegan_jax.train_state import used_networks
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -53,62 +55,99 @@ def _run_batches(module, params, batch_stats, inputs: list[jax.Array], concat: b
   return results, batch_stats
 
 
-def uses_prior_samples(loss_config: ml_collections.ConfigDict) -> bool:
-  return loss_config.discriminator_fakes in ('prior', 'both')
+def uses_prior_samples(config: ml_collections.ConfigDict) -> bool:
+  """Whether Dis judges Dec(z_p) for prior latents: always for a GAN, else by config."""
+  return config.model == 'gan' or (
+      'discriminator' in used_networks(config) and
+      config.loss.discriminator_fakes in ('prior', 'both'))
 
 
-def forward(networks: Networks, loss_config: ml_collections.ConfigDict,
+def _fake_logits(outputs: dict[str, jax.Array], config: ml_collections.ConfigDict
+                 ) -> list[jax.Array]:
+  """Dis's logits of the fakes it learns to reject (config.loss.discriminator_fakes)."""
+  fakes = []
+  if config.model != 'gan' and config.loss.discriminator_fakes in ('reconstructions', 'both'):
+    fakes.append(outputs['recon_logits'])
+  if uses_prior_samples(config):
+    fakes.append(outputs['prior_logits'])
+  return fakes
+
+
+def forward(networks: Networks, config: ml_collections.ConfigDict,
             params: dict[str, Any], batch_stats: dict[str, Any], images: jax.Array,
             rng: jax.Array) -> tuple[dict[str, jax.Array], dict[str, Any]]:
-  """Runs Enc, Dec and Dis in training mode; returns their outputs and new BN stats."""
+  """Runs the model's networks in training mode; returns their outputs and new BN stats."""
   noise_rng, prior_rng = jax.random.split(rng)
-  new_stats = {}
-  (mu, logvar), new_stats['encoder'] = _apply_train(
-      networks.encoder, params['encoder'], batch_stats['encoder'], images)
-  z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(noise_rng, mu.shape, mu.dtype)
-  latents = [z]
-  if uses_prior_samples(loss_config):
-    latents.append(jax.random.normal(prior_rng, mu.shape, mu.dtype))
+  used = used_networks(config)
+  latent_shape = (images.shape[0], config.networks.latent_dim)
+  new_stats, outputs, latents = {}, {}, []
+  if 'encoder' in used:
+    (mu, logvar), new_stats['encoder'] = _apply_train(
+        networks.encoder, params['encoder'], batch_stats['encoder'], images)
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(noise_rng, mu.shape, mu.dtype)
+    outputs.update(mu=mu, logvar=logvar)
+    latents.append(z)
+  if uses_prior_samples(config):
+    latents.append(jax.random.normal(prior_rng, latent_shape, images.dtype))
   decoded, new_stats['decoder'] = _run_batches(
       networks.decoder, params['decoder'], batch_stats['decoder'], latents,
-      loss_config.concat_batches)
-  judged, new_stats['discriminator'] = _run_batches(
-      networks.discriminator, params['discriminator'], batch_stats['discriminator'],
-      [images] + decoded, loss_config.concat_batches)
-  outputs = dict(mu=mu, logvar=logvar, recon=decoded[0],
-                 real_logits=judged[0][0], real_features=judged[0][1],
-                 recon_logits=judged[1][0], recon_features=judged[1][1])
-  if uses_prior_samples(loss_config):
-    outputs.update(prior=decoded[1], prior_logits=judged[2][0])
+      config.loss.concat_batches)
+  if 'encoder' in used:
+    outputs['recon'] = decoded[0]
+  if uses_prior_samples(config):
+    outputs['prior'] = decoded[-1]
+  if 'discriminator' in used:
+    judged, new_stats['discriminator'] = _run_batches(
+        networks.discriminator, params['discriminator'], batch_stats['discriminator'],
+        [images] + decoded, config.loss.concat_batches)
+    outputs.update(real_logits=judged[0][0], real_features=judged[0][1])
+    if 'encoder' in used:
+      outputs.update(recon_logits=judged[1][0], recon_features=judged[1][1])
+    if uses_prior_samples(config):
+      outputs['prior_logits'] = judged[-1][0]
   return outputs, new_stats
 
 
-def compute_losses(outputs: dict[str, jax.Array],
-                   loss_config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Each network's loss (keys of NETWORKS) and the terms it is made of."""
-  fake_logits = []
-  if loss_config.discriminator_fakes in ('reconstructions', 'both'):
-    fake_logits.append(outputs['recon_logits'])
-  if uses_prior_samples(loss_config):
-    fake_logits.append(outputs['prior_logits'])
-  kl = losses.kl_divergence(outputs['mu'], outputs['logvar'])
-  llike = losses.feature_likelihood_loss(outputs['recon_features'], outputs['real_features'])
-  gan_decoder = losses.generator_loss(
-      fake_logits, saturating=loss_config.decoder_gan_loss == 'saturating')
-  gan_discriminator = losses.discriminator_loss(outputs['real_logits'], fake_logits)
-  return dict(
-      encoder=kl + loss_config.beta * llike,
-      decoder=loss_config.gamma * llike + gan_decoder,
-      discriminator=gan_discriminator,
-      kl=kl, llike=llike, gan_decoder=gan_decoder,
-      real_cost=losses.bce_real(outputs['real_logits']),
-      fake_cost=sum(losses.bce_fake(l) for l in fake_logits) / len(fake_logits),
-  )
+def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
+                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Each used network's loss (keys of NETWORKS) and the terms it is made of.
+
+    vaegan    Enc <- L_prior + beta L_llike   Dec <- gamma L_llike - L_GAN   Dis <- -L_GAN
+    vae_disl  Enc <- L_prior + beta L_llike   Dec <- L_llike                 Dis <- -L_GAN
+    vae       Enc <- L_prior + beta L_pixel   Dec <- L_pixel
+    gan                                       Dec <- -L_GAN (prior samples)  Dis <- -L_GAN
+
+  L_llike compares Dis_l features, L_pixel the pixels (the same Gaussian, identity
+  covariance: beta is then 1/sigma^2 of the pixel likelihood).
+  """
+  model, loss = config.model, config.loss
+  terms = {}
+  if model != 'gan':
+    terms['kl'] = losses.kl_divergence(outputs['mu'], outputs['logvar'])
+    if model == 'vae':
+      terms['llike'] = losses.feature_likelihood_loss(outputs['recon'], images)
+    else:
+      terms['llike'] = losses.feature_likelihood_loss(outputs['recon_features'],
+                                                      outputs['real_features'])
+    terms['encoder'] = terms['kl'] + loss.beta * terms['llike']
+  if model in ('vae', 'vae_disl'):
+    terms['decoder'] = terms['llike']
+  if model in ('vaegan', 'gan', 'vae_disl'):
+    fake_logits = _fake_logits(outputs, config)
+    terms['discriminator'] = losses.discriminator_loss(outputs['real_logits'], fake_logits)
+    terms['real_cost'] = losses.bce_real(outputs['real_logits'])
+    terms['fake_cost'] = sum(losses.bce_fake(l) for l in fake_logits) / len(fake_logits)
+  if model in ('vaegan', 'gan'):
+    terms['gan_decoder'] = losses.generator_loss(
+        _fake_logits(outputs, config), saturating=loss.decoder_gan_loss == 'saturating')
+    terms['decoder'] = terms['gan_decoder'] + (
+        loss.gamma * terms['llike'] if model == 'vaegan' else 0.0)
+  return terms
 
 
-def compute_gradients(networks: Networks, loss_config: ml_collections.ConfigDict,
+def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
                       state: TrainState, images: jax.Array, rng: jax.Array):
-  """Gradient of each network's own loss with respect to its own parameters.
+  """Gradient of each used network's loss with respect to its own parameters.
 
   One forward pass of all networks; then, per network, the gradient of its loss
   with respect to the forward's outputs is pulled back through the forward (a
@@ -116,16 +155,17 @@ def compute_gradients(networks: Networks, loss_config: ml_collections.ConfigDict
   unused parts of each pull-back.
   Returns (grads, losses, outputs, new_batch_stats); grads is keyed by network.
   """
-  params = {name: getattr(state, name).params for name in NETWORKS}
-  batch_stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
+  used = used_networks(config)
+  params = {name: getattr(state, name).params for name in used}
+  batch_stats = {name: getattr(state, name).batch_stats for name in used}
   outputs, pull_back, new_stats = jax.vjp(
-      lambda p: forward(networks, loss_config, p, batch_stats, images, rng), params,
+      lambda p: forward(networks, config, p, batch_stats, images, rng), params,
       has_aux=True)
   grads = {}
-  for name in NETWORKS:
-    output_grads = jax.grad(lambda o, n=name: compute_losses(o, loss_config)[n])(outputs)
+  for name in used:
+    output_grads = jax.grad(lambda o, n=name: compute_losses(o, images, config)[n])(outputs)
     grads[name] = pull_back(output_grads)[0][name]
-  return grads, compute_losses(outputs, loss_config), outputs, new_stats
+  return grads, compute_losses(outputs, images, config), outputs, new_stats
 
 
 def equilibrium_gates(real_cost: jax.Array, fake_cost: jax.Array, equilibrium: float,
@@ -169,42 +209,48 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Networks,
                optimizers: Optimizers,
-               loss_config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
-  """One update of Enc, Dec and Dis on a batch of images in [-1, 1].
+               config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+  """One update of the model's networks on a batch of images in [-1, 1].
 
-  A step whose losses or gradients are not all finite leaves the three networks
-  as they were (only the step counter moves on, past the batch) and says so in
-  the metrics 'nonfinite/<term>', so a NaN can never reach the parameters.
+  A step whose losses or gradients are not all finite leaves the networks as they
+  were (only the step counter moves on, past the batch) and says so in the
+  metrics 'nonfinite/<term>', so a NaN can never reach the parameters.
   """
+  used, loss = used_networks(config), config.loss
   grads, all_losses, outputs, new_stats = compute_gradients(
-      networks, loss_config, state, batch['image'], rng)
-  enabled = {'encoder': True, 'decoder': True, 'discriminator': True}
-  if loss_config.equilibrium_gating:
-    enabled['discriminator'], enabled['decoder'] = equilibrium_gates(
-        all_losses['real_cost'], all_losses['fake_cost'],
-        loss_config.equilibrium, loss_config.margin)
+      networks, config, state, batch['image'], rng)
+  enabled = dict.fromkeys(used, True)
+  if loss.equilibrium_gating and 'discriminator' in used:
+    update_dis, update_dec = equilibrium_gates(
+        all_losses['real_cost'], all_losses['fake_cost'], loss.equilibrium, loss.margin)
+    enabled['discriminator'] = update_dis
+    if 'gan_decoder' in all_losses:  # Only a decoder that plays the GAN game is held back.
+      enabled['decoder'] = update_dec
   new_networks = {
       name: _update_network(getattr(state, name), grads[name], new_stats[name],
                             getattr(optimizers, name), enabled[name])
-      for name in NETWORKS}
-  metrics = {f'loss/{name}': all_losses[name] for name in NETWORKS}
-  metrics.update({name: all_losses[name] for name in ('kl', 'llike', 'gan_decoder')})
-  metrics['d_real'] = jnp.mean(jax.nn.sigmoid(outputs['real_logits']))
-  metrics['d_recon'] = jnp.mean(jax.nn.sigmoid(outputs['recon_logits']))
-  if 'prior_logits' in outputs:
-    metrics['d_prior'] = jnp.mean(jax.nn.sigmoid(outputs['prior_logits']))
+      for name in used}
+  metrics = {f'loss/{name}': all_losses[name] for name in used}
+  metrics.update({name: all_losses[name] for name in ('kl', 'llike', 'gan_decoder')
+                  if name in all_losses})
+  for key, logits in (('d_real', 'real_logits'), ('d_recon', 'recon_logits'),
+                      ('d_prior', 'prior_logits')):
+    if logits in outputs:
+      metrics[key] = jnp.mean(jax.nn.sigmoid(outputs[logits]))
   for name in ('discriminator', 'decoder'):
-    metrics[f'skipped/{name}'] = 1.0 - jnp.asarray(enabled[name], jnp.float32)
+    if name in used:
+      metrics[f'skipped/{name}'] = 1.0 - jnp.asarray(enabled[name], jnp.float32)
 
-  finite = {term: jnp.all(jnp.isfinite(metrics[term])) for term in FINITE_CHECKS}
-  finite.update({f'gradient/{name}': _all_finite(grads[name]) for name in NETWORKS})
-  finite.update({f'batch_stats/{name}': _all_finite(new_stats[name]) for name in NETWORKS})
+  finite = {term: jnp.all(jnp.isfinite(metrics[term])) for term in FINITE_CHECKS
+            if term in metrics}
+  finite.update({f'gradient/{name}': _all_finite(grads[name]) for name in used})
+  finite.update({f'batch_stats/{name}': _all_finite(new_stats[name]) for name in used})
   all_finite = jnp.all(jnp.stack(list(finite.values())))
   metrics.update({f'nonfinite/{term}': 1.0 - ok.astype(jnp.float32)
                   for term, ok in finite.items()})
   metrics['nonfinite'] = 1.0 - all_finite.astype(jnp.float32)
   new_networks = jax.tree.map(lambda new, old: jnp.where(all_finite, new, old), new_networks,
-                              {name: getattr(state, name) for name in NETWORKS})
+                              {name: getattr(state, name) for name in used})
   return state.replace(step=state.step + 1, **new_networks), metrics
 
 
@@ -212,6 +258,5 @@ def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
                     optimizers: Optimizers) -> Callable[[TrainState, Batch, jax.Array],
                                                         tuple[TrainState, Metrics]]:
   """The jitted step; the state argument is donated, so its buffers are reused."""
-  step = functools.partial(train_step, networks=networks, optimizers=optimizers,
-                           loss_config=config.loss)
+  step = functools.partial(train_step, networks=networks, optimizers=optimizers, config=config)
   return jax.jit(step, donate_argnums=0)
