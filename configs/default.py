@@ -91,9 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluation (evaluate.py; evaluation.py): Frechet distances in the features of a
   # classifier trained once per dataset (cached), reconstruction error, KL.
   config.eval = ml_collections.ConfigDict()
-  config.eval.every_steps = 0  # > 0: also evaluate during training, at checkpoints that are multiples.
+  config.eval.every_steps = 0  # > 0: also evaluate during training, every so many steps and at the end.
   config.eval.num_samples = 10_000  # Model samples per Frechet distance (and at most as many real images).
-  config.eval.label_key = 'label'  # The class feature the classifier learns.
+  config.eval.label_key = 'label'  # The class feature the classifier learns ...
+  config.eval.classifier_steps = 1500  # ... in this many Adam steps of 64 images (seed 0).
   # Where trained classifiers are kept; None: ~/.cache/vaegan_jax/classifiers.
   config.eval.classifier_dir = ml_collections.config_dict.placeholder(str)
   return config

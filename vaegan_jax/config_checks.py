@@ -114,6 +114,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(config, field, lambda v: isinstance(v, bool), 'must be True or False')
   _require(config, 'eval.every_steps', lambda v: _is_int(v) and v >= 0,
            'must be an integer >= 0 (0: evaluate only with evaluate.py)')
+  _require(config, 'eval.classifier_steps', lambda v: _is_int(v) and v >= 1,
+           'must be an integer >= 1')
   _require(config, 'eval.num_samples', lambda v: _is_int(v) and v >= 2,
            'must be an integer >= 2 (a Frechet distance needs a covariance)')
   for field in ('image_key', 'train_split', 'eval_split', 'eval.label_key'):

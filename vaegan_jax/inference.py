@@ -51,8 +51,10 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
 
 def from_train_state(config: ml_collections.ConfigDict, state: train_state.TrainState) -> Model:
   """The Model of a training state in memory (e.g. to evaluate during training)."""
-  return Model(config=config, networks=train_state.build_networks(config),
-               variables=_as_dict(state), step=int(state.step))
+  # This process's copy of the replicated state, so evaluation runs on one local device.
+  local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), _as_dict(state))
+  return Model(config=config, networks=train_state.build_networks(config), variables=local,
+               step=int(state.step))
 
 
 def _read_only_manager(workdir: epath.PathLike) -> ocp.CheckpointManager:

@@ -187,6 +187,33 @@ def fixed_images(builder: tfds.core.DatasetBuilder, config: ml_collections.Confi
   return next(dataset.batch(count).as_numpy_iterator())
 
 
+def labelled_images(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
+                    split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(images, labels): the first `limit` examples of a split (all by default),
+  preprocessed, with their config.eval.label_key class labels."""
+  label_key = config.eval.label_key
+  features = builder.info.features
+  feature = features[label_key] if label_key in features else None
+  if not isinstance(feature, tfds.features.ClassLabel):
+    labels = [k for k, v in features.items()
+              if isinstance(v, tfds.features.ClassLabel)]
+    raise ConfigError(f'config.eval.label_key={label_key!r} is not a class label of '
+                      f'{builder.name}; its class labels: {labels or "none"}.')
+  crop = _crop(config)
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  if limit is not None:
+    dataset = dataset.take(limit)
+  dataset = dataset.map(lambda example: (preprocess(
+      example[config.image_key], config.image_size, config.num_channels, crop),
+                                         example[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
+  parts = list(dataset.batch(4096).as_numpy_iterator())
+  return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def num_classes(builder: tfds.core.DatasetBuilder, label_key: str) -> int:
+  return builder.info.features[label_key].num_classes
+
+
 def _has_attribute(example: dict, attribute: str) -> bool:
   name, _, value = attribute.partition('=')
   found = example.get(name, example.get('attributes', {}).get(name))

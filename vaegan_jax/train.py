@@ -24,7 +24,9 @@ import numpy as np
 
 from vaegan_jax import checkpointing
 from vaegan_jax import config_checks
+from vaegan_jax import evaluation
 from vaegan_jax import image_grid
+from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import sampling
 from vaegan_jax import train_state
@@ -176,6 +178,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
   base_rng = jax.device_get(state.rng)  # A host copy: the state is donated every step.
 
+  classifier = []  # Loaded (or trained) at the first evaluation.
+
+  def evaluate(state):
+    if not classifier:
+      classifier.append(evaluation.load_classifier(config, builder))
+    step = int(state.step)
+    metrics = evaluation.evaluate(inference.from_train_state(config, state), builder,
+                                  classifier[0], jax.random.PRNGKey(config.seed + 2))
+    if is_chief:
+      evaluation.write_metrics(workdir, step, metrics, writer)
+      logging.info('Evaluation at step %d: %s', step, ', '.join(
+          f'{k} {v:.4g}' for k, v in metrics.items() if not k.startswith('num_')))
+
   def save_checkpoint_and_samples(state):
     step = int(state.step)
     checkpointing.save(manager, state)
@@ -221,6 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         _check_finite(*unchecked, config.on_nonfinite, manager)  # Never save a bad state.
         unchecked = None
         save_checkpoint_and_samples(state)
+      if config.eval.every_steps and (done % config.eval.every_steps == 0 or done == num_steps):
+        evaluate(state)
       if stopping:
         logging.warning('SIGTERM: saved the checkpoint of step %d and stopped. Re-run the '
                         'same command to resume.', done)

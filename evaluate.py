@@ -1,0 +1,75 @@
+"""Scores a trained model: Fréchet distances, reconstruction error, KL (evaluation.py).
+
+  python evaluate.py --workdir runs/digits
+  python evaluate.py --workdir runs/c10 --step 20000 --num_samples 10000
+
+Writes WORKDIR/eval/step_<step>.json and the same scalars (eval/...) to the run's
+TensorBoard logs, and prints them. The first evaluation of a dataset trains its
+classifier (cached, see --classifier_dir); later ones reuse it. Checkpoints are
+only read.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+from absl import logging
+from clu import metric_writers
+import jax
+
+from configs import default
+from vaegan_jax import entry_point
+from vaegan_jax import evaluation
+from vaegan_jax import inference
+from vaegan_jax import input_pipeline
+from vaegan_jax.errors import ConfigError, UserError
+
+flags.DEFINE_string('workdir', None, 'The --workdir of a train.py run.')
+flags.DEFINE_integer('step', None, 'The checkpoint to score; default the latest.')
+flags.DEFINE_integer('num_samples', None, "Model samples per Fréchet distance; default the "
+                     "run's config.eval.num_samples.")
+flags.DEFINE_integer('seed', 0, 'Seed of the prior latents.')
+flags.DEFINE_string('data_dir', None, "TFDS data dir; default the run's config.data_dir.")
+flags.DEFINE_string('classifier_dir', None, 'Where evaluation classifiers are cached; default '
+                    "the run's config.eval.classifier_dir, else ~/.cache/vaegan_jax/classifiers.")
+flags.mark_flag_as_required('workdir')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  entry_point.set_up()
+  try:
+    model = inference.load_model(FLAGS.workdir, FLAGS.step)
+    config = model.config
+    if 'eval' not in config:  # A run from before evaluation existed: the defaults.
+      config.eval = default.get_config().eval
+    if FLAGS.num_samples is not None:
+      if FLAGS.num_samples < 2:
+        raise ConfigError(f'--num_samples={FLAGS.num_samples}: must be >= 2.')
+      config.eval.num_samples = FLAGS.num_samples
+    if FLAGS.data_dir:
+      config.data_dir = FLAGS.data_dir
+    if FLAGS.classifier_dir:
+      config.eval.classifier_dir = FLAGS.classifier_dir
+    logging.info('Evaluating step %d of %s (a %r model).', model.step, FLAGS.workdir,
+                 config.model)
+    builder = input_pipeline.get_builder(config)
+    classifier = evaluation.load_classifier(config, builder)
+    metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))
+  except UserError as e:
+    sys.exit(f'error: {e}')
+  writer = metric_writers.SummaryWriter(FLAGS.workdir)
+  path = evaluation.write_metrics(FLAGS.workdir, model.step, metrics, writer)
+  writer.close()
+  for name, value in metrics.items():
+    print(f'{name:36s} {value:.6g}')
+  logging.info('Wrote %s', path)
+
+
+if __name__ == '__main__':
+  app.run(main)

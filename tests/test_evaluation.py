@@ -1,0 +1,173 @@
+"""The Fréchet distance's math, the cached classifier, and evaluate.py on trained baselines."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from configs import digits
+from tests.conftest import tiny
+from vaegan_jax import classifier as classifier_lib
+from vaegan_jax import evaluation
+from vaegan_jax import frechet
+from vaegan_jax import inference
+from vaegan_jax import input_pipeline
+from vaegan_jax import train
+from vaegan_jax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _random_covariance(rng, dim, rank=None):
+  factor = rng.normal(size=(dim, rank or dim))
+  return factor @ factor.T / dim
+
+
+def _scipy_frechet(mu1, sigma1, mu2, sigma2):
+  """The textbook formula with a general matrix square root (as pytorch-fid computes it)."""
+  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+  return float(np.sum((mu1 - mu2)**2) + np.trace(sigma1 + sigma2 - 2 * np.real(covmean)))
+
+
+@pytest.mark.parametrize('dim', [1, 3, 8])
+def test_frechet_distance_matches_scipy_sqrtm(dim):
+  rng = np.random.default_rng(dim)
+  for _ in range(5):
+    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
+    sigma1, sigma2 = _random_covariance(rng, dim), _random_covariance(rng, dim)
+    np.testing.assert_allclose(frechet.frechet_distance(mu1, sigma1, mu2, sigma2),
+                               _scipy_frechet(mu1, sigma1, mu2, sigma2), rtol=1e-7, atol=1e-9)
+
+
+def test_frechet_distance_of_known_gaussians():
+  # Diagonal covariances: d^2 = ||mu1 - mu2||^2 + sum (sqrt(a) - sqrt(b))^2.
+  a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.25])
+  mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([3.0, 1.0, 0.0])
+  expected = 9.0 + 4.0 + (1 + 1 + 2.5**2)
+  assert frechet.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected)
+  # Symmetric, zero for a Gaussian and itself, even a singular one (rank 2 of 6).
+  rng = np.random.default_rng(0)
+  singular = _random_covariance(rng, 6, rank=2)
+  full = _random_covariance(rng, 6)
+  mu = rng.normal(size=6)
+  assert frechet.frechet_distance(mu, singular, mu, singular) == pytest.approx(0, abs=1e-9)
+  assert frechet.frechet_distance(mu, singular, 0 * mu, full) == pytest.approx(
+      frechet.frechet_distance(0 * mu, full, mu, singular))
+  assert frechet.frechet_distance(mu, singular, 0 * mu, full) == pytest.approx(
+      _scipy_frechet(mu, singular, 0 * mu, full), rel=1e-6)
+
+
+def test_features_distance_estimates_the_distance_of_the_sampled_gaussians():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(200_000, 2))
+  y = rng.normal(size=(200_000, 2)) * np.array([2.0, 1.0]) + np.array([1.0, 0.0])
+  # ||(1, 0)||^2 + (1 - 2)^2 + (1 - 1)^2 = 2.
+  assert frechet.features_distance(x, y) == pytest.approx(2.0, abs=0.03)
+  with pytest.raises(ValueError, match='N >= 2'):
+    frechet.features_distance(x[:1], y[:1])
+
+
+@pytest.fixture(scope='module')
+def eval_config(tfds_data_dir, tmp_path_factory):
+  config = tiny(digits.get_config())
+  config.data_dir = tfds_data_dir
+  config.eval.classifier_dir = str(tmp_path_factory.mktemp('classifiers'))
+  config.eval.classifier_steps = 300
+  config.eval.num_samples = 200
+  return config
+
+
+@pytest.fixture(scope='module')
+def digits_classifier(eval_config):
+  builder = input_pipeline.get_builder(eval_config)
+  return classifier_lib.load_or_train(eval_config, builder)
+
+
+def test_classifier_is_trained_once_and_cached(eval_config, digits_classifier, monkeypatch):
+  assert digits_classifier.test_accuracy > 0.85  # Of 300 test digits, after 300 steps.
+  metadata = json.loads((digits_classifier.path / 'metadata.json').read_text())
+  assert metadata['test_accuracy'] == digits_classifier.test_accuracy
+  monkeypatch.setattr(classifier_lib, 'train', lambda *a, **k: pytest.fail('retrained'))
+  builder = input_pipeline.get_builder(eval_config)
+  again = classifier_lib.load_or_train(eval_config, builder)
+  images, labels = input_pipeline.labelled_images(builder, eval_config, 'test')
+  assert classifier_lib.accuracy(again, images, labels) == digits_classifier.test_accuracy
+
+
+def test_a_dataset_without_the_label_is_refused(eval_config):
+  config = eval_config.copy_and_resolve_references()
+  config.eval.label_key = 'digit'
+  builder = input_pipeline.get_builder(config)
+  with pytest.raises(ConfigError, match="label_key='digit' is not a class label.*'label'"):
+    input_pipeline.labelled_images(builder, config, 'test')
+  assert evaluation.load_classifier(config, builder) is None
+
+
+@pytest.fixture(scope='module')
+def trained_runs(eval_config, digits_classifier, tmp_path_factory):
+  """Tiny 8-step runs of a VAE/GAN (evaluated during training) and a GAN."""
+  del digits_classifier  # Trained and cached first.
+  runs = {}
+  for model in ('vaegan', 'gan'):
+    config = eval_config.copy_and_resolve_references()
+    config.model = model
+    config.num_train_steps = 8
+    config.checkpoint_every_steps = 4
+    config.eval.every_steps = 4 if model == 'vaegan' else 0
+    runs[model] = tmp_path_factory.mktemp(model)
+    train.train_and_evaluate(config, runs[model])
+  return runs
+
+
+def test_training_evaluates_when_configured(trained_runs):
+  workdir = trained_runs['vaegan']
+  assert sorted(p.name for p in (workdir / 'eval').iterdir()) == ['step_000004.json',
+                                                                  'step_000008.json']
+  metrics = json.loads((workdir / 'eval' / 'step_000008.json').read_text())
+  assert metrics['step'] == 8 and metrics['num_samples'] == 200 and metrics['num_real'] == 200
+  # Eight steps of a tiny network are far from the data; real images are close to it.
+  assert metrics['frechet/samples'] > 3 * metrics['frechet/train_vs_test'] > 0
+  assert metrics['frechet/reconstructions'] > metrics['frechet/train_vs_test']
+  assert 0 < metrics['reconstruction/mse'] < 4 and metrics['kl'] > 0
+  assert 0 <= metrics['reconstruction/classifier_accuracy'] <= 1
+  assert not (trained_runs['gan'] / 'eval').exists()  # every_steps=0: not during training.
+
+
+def test_evaluating_a_checkpoint_matches_evaluating_in_training(eval_config, trained_runs,
+                                                               digits_classifier):
+  workdir = trained_runs['vaegan']
+  model = inference.load_model(workdir)
+  model.config.eval.classifier_dir = eval_config.eval.classifier_dir
+  builder = input_pipeline.get_builder(model.config)
+  import jax
+  metrics = evaluation.evaluate(model, builder, digits_classifier,
+                                jax.random.PRNGKey(eval_config.seed + 2))
+  during = json.loads((workdir / 'eval' / 'step_000008.json').read_text())
+  for name, value in metrics.items():
+    assert value == pytest.approx(during[name], rel=1e-4), name
+
+
+def test_command_line_scores_a_gan_without_reconstruction_metrics(trained_runs, eval_config,
+                                                                  compilation_cache):
+  workdir = trained_runs['gan']
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
+  done = subprocess.run([sys.executable, 'evaluate.py', '--workdir', str(workdir),
+                         '--num_samples', '100'], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  metrics = json.loads((workdir / 'eval' / 'step_000008.json').read_text())
+  assert metrics['num_samples'] == 100
+  assert set(metrics) == {'step', 'num_samples', 'num_real', 'classifier/test_accuracy',
+                          'frechet/samples', 'frechet/train_vs_test'}
+  assert 'frechet/samples' in done.stdout
+  assert any(p.name.startswith('events.out.tfevents') for p in workdir.iterdir())
+
+  missing = subprocess.run([sys.executable, 'evaluate.py', '--workdir',
+                            str(workdir / 'nothing')], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
+  assert missing.returncode != 0 and 'error: ' in missing.stderr
+  assert 'Traceback' not in missing.stderr
