@@ -142,10 +142,10 @@ def benchmark(config) -> dict:
   figures = {
       'config': {'dataset': config.dataset, 'image_size': config.image_size,
                  'num_channels': config.num_channels, 'batch_size': config.batch_size,
-                 'dtype': config.dtype},
+                 'dtype': config.dtype, 'model': config.model},
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
       'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
-                 for name in train_state.NETWORKS},
+                 for name in train_state.used_networks(config)},
       'compile_seconds': compile_seconds,
       'first_step_seconds_after_compile': first_step_seconds,
       'step_seconds': step_seconds,
@@ -193,6 +193,8 @@ def main(argv):
   config = FLAGS.config
   # The reference hard-codes the seed's networks: those of configs/default.py.
   changed = sorted(k for k, v in default.get_config().networks.items() if config.networks[k] != v)
+  if FLAGS.torch and config.model != 'vaegan':
+    sys.exit(f'error: --torch compares the VAE/GAN only; this config trains a {config.model!r}.')
   if FLAGS.torch and changed:
     sys.exit('error: --torch compares the seed architecture only (configs/mnist.py, '
              f'cifar10.py); this config changes config.networks.{", config.networks.".join(changed)}.')

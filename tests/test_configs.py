@@ -54,6 +54,9 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
     ('image_key', ''),
     ('crop', (40, 188, 15)),
     ('crop', (188, 40, 15, 163)),
+    ('model', 'wgan'),
+    ('eval.num_samples', 1),
+    ('eval.label_key', ''),
 ])
 def test_invalid_values_name_the_field(field, value):
   config = digits.get_config()

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -39,6 +40,14 @@ def side_by_side(panels: list[np.ndarray], gap: int = 8) -> np.ndarray:
     pad = np.full((height - panel.shape[0], panel.shape[1], channels), 255, np.uint8)
     parts += [np.concatenate([panel, pad]), np.full((height, gap, channels), 255, np.uint8)]
   return np.concatenate(parts[:-1], axis=1)
+
+
+def titled(panel: np.ndarray, title: str, height: int = 14) -> np.ndarray:
+  """A uint8 [H, W, C] panel under a white strip with `title` in PIL's default font."""
+  strip = Image.new('L', (panel.shape[1], height), 255)
+  ImageDraw.Draw(strip).text((2, 1), title, fill=0)
+  strip = np.broadcast_to(np.asarray(strip)[..., None], (height, panel.shape[1], panel.shape[2]))
+  return np.concatenate([strip, panel])
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
