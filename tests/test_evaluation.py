@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import scipy.linalg
@@ -143,7 +144,6 @@ def test_evaluating_a_checkpoint_matches_evaluating_in_training(eval_config, tra
   model = inference.load_model(workdir)
   model.config.eval.classifier_dir = eval_config.eval.classifier_dir
   builder = input_pipeline.get_builder(model.config)
-  import jax
   metrics = evaluation.evaluate(model, builder, digits_classifier,
                                 jax.random.PRNGKey(eval_config.seed + 2))
   during = json.loads((workdir / 'eval' / 'step_000008.json').read_text())

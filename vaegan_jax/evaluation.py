@@ -20,7 +20,6 @@ from absl import logging
 from clu import metric_writers
 from etils import epath
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
