@@ -106,6 +106,8 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
           'discriminator': -l_gan}
 
 
+# Saturating and separate batches: Dec reuses Dis's pull-back
+# (train_step.reuses_dis_gradient_for_gan_decoder); the others pull back their own.
 ROUTING_CASES = [
     dict(decoder_gan_loss='saturating'),  # The seed's: separate batches, both fakes.
     dict(concat_batches=True, discriminator_fakes='prior', decoder_gan_loss='non_saturating',
@@ -114,18 +116,27 @@ ROUTING_CASES = [
     # The paper's baselines.
     dict(model='vae', beta=0.5),
     dict(model='vae_disl', concat_batches=True, beta=0.5, gamma=2.0),
+    dict(model='vae_disl', beta=0.5),
+    dict(model='gan', decoder_gan_loss='saturating'),
     dict(model='gan', decoder_gan_loss='non_saturating'),
     dict(model='gan', concat_batches=True, decoder_gan_loss='saturating'),
 ]
 
 
-@pytest.mark.parametrize('overrides', ROUTING_CASES)
-def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
+@functools.lru_cache(maxsize=None)
+def _computed_gradients(**overrides):
+  """compute_gradients' results for a routing case, jitted once and shared by the tests."""
   config, networks, _, state, _ = _setup(**overrides)
   images = _batch(config)['image']
   rng = jax.random.PRNGKey(3)
-  grads, _, _, _ = jax.jit(functools.partial(
+  grads, _, outputs, _ = jax.jit(functools.partial(
       train_step.compute_gradients, networks, config))(state, images, rng)
+  return config, networks, state, images, rng, grads, outputs
+
+
+@pytest.mark.parametrize('overrides', ROUTING_CASES)
+def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
+  config, networks, state, images, rng, grads, _ = _computed_gradients(**overrides)
   used = train_state.used_networks(config)
   assert sorted(grads) == sorted(used)
   params = {name: getattr(state, name).params for name in used}
@@ -139,6 +150,21 @@ def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
     for got, want in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(expected)):
       np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
     assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads[name]))
+
+
+@pytest.mark.parametrize('overrides', ROUTING_CASES)
+def test_judged_batches_are_those_each_loss_term_reads(overrides):
+  """compute_gradients drops the pull-backs of the batches a term does not read,
+  by judged_batches: listing one too few would lose a gradient."""
+  config, _, _, images, _, _, outputs = _computed_gradients(**overrides)
+  terms = {term for weights in train_step.loss_weights(config).values() for term in weights}
+  for term in terms:
+    gradient = jax.grad(lambda o, t=term: train_step.compute_losses(o, images, config)[t])(
+        dict(outputs))
+    for batch in ('real',) + train_step.FAKES:
+      read = any(float(jnp.max(jnp.abs(g))) > 0 for key, g in gradient.items()
+                 if key.startswith(batch + '_'))
+      assert read == (batch in train_step.judged_batches(term, config)), (term, batch)
 
 
 def test_llike_gradient_would_move_discriminator_but_is_not_routed_there():

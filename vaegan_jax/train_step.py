@@ -1,5 +1,5 @@
 """One VAE-GAN update of all three networks, each by its own loss only (or of the
-networks of a baseline model, config.model; see compute_losses).
+networks of a baseline model, config.model; see loss_weights).
 
     Enc  <- L_prior + beta * L_llike
     Dec  <- gamma * L_llike - L_GAN        (saturating or non-saturating)
@@ -26,6 +26,9 @@ from vaegan_jax.train_state import used_networks
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+# The generated images Dis judges: reconstructions Dec(z) and prior samples Dec(z_p).
+FAKES = ('recon', 'prior')
 
 
 def _apply_train(module, params, batch_stats, inputs):
@@ -62,21 +65,34 @@ def uses_prior_samples(config: ml_collections.ConfigDict) -> bool:
       config.loss.discriminator_fakes in ('prior', 'both'))
 
 
-def _fake_logits(outputs: dict[str, jax.Array], config: ml_collections.ConfigDict
-                 ) -> list[jax.Array]:
-  """Dis's logits of the fakes it learns to reject (config.loss.discriminator_fakes)."""
-  fakes = []
+def _rejected_fakes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The fakes (FAKES) Dis learns to reject: config.loss.discriminator_fakes."""
+  names = []
   if config.model != 'gan' and config.loss.discriminator_fakes in ('reconstructions', 'both'):
-    fakes.append(outputs['recon_logits'])
+    names.append('recon')
   if uses_prior_samples(config):
-    fakes.append(outputs['prior_logits'])
-  return fakes
+    names.append('prior')
+  return tuple(names)
 
 
-def forward(networks: Networks, config: ml_collections.ConfigDict,
-            params: dict[str, Any], batch_stats: dict[str, Any], images: jax.Array,
-            rng: jax.Array) -> tuple[dict[str, jax.Array], dict[str, Any]]:
-  """Runs the model's networks in training mode; returns their outputs and new BN stats."""
+def judged_batches(term: str, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The batches ('real' and FAKES) whose Dis outputs loss term `term` reads."""
+  if term == 'llike':
+    return () if config.model == 'vae' else ('real', 'recon')
+  if term == 'gan_discriminator':
+    return ('real',) + _rejected_fakes(config)
+  if term == 'gan_decoder':
+    return _rejected_fakes(config)
+  return ()
+
+
+def generate(networks: Networks, config: ml_collections.ConfigDict,
+             params: dict[str, Any], batch_stats: dict[str, Any], images: jax.Array,
+             rng: jax.Array) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+  """Enc and Dec in training mode: mu, logvar and the fakes (FAKES) the model makes.
+
+  Returns the outputs and the new BatchNorm statistics of the networks it ran.
+  """
   noise_rng, prior_rng = jax.random.split(rng)
   used = used_networks(config)
   latent_shape = (images.shape[0], config.networks.latent_dim)
@@ -96,30 +112,56 @@ def forward(networks: Networks, config: ml_collections.ConfigDict,
     outputs['recon'] = decoded[0]
   if uses_prior_samples(config):
     outputs['prior'] = decoded[-1]
-  if 'discriminator' in used:
-    judged, new_stats['discriminator'] = _run_batches(
-        networks.discriminator, params['discriminator'], batch_stats['discriminator'],
-        [images] + decoded, config.loss.concat_batches)
-    outputs.update(real_logits=judged[0][0], real_features=judged[0][1])
-    if 'encoder' in used:
-      outputs.update(recon_logits=judged[1][0], recon_features=judged[1][1])
-    if uses_prior_samples(config):
-      outputs['prior_logits'] = judged[-1][0]
   return outputs, new_stats
 
 
-def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
-                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Each used network's loss (keys of NETWORKS) and the terms it is made of.
+def judge(networks: Networks, config: ml_collections.ConfigDict, params: Any,
+          batch_stats: Any, images: jax.Array, fakes: dict[str, jax.Array]
+          ) -> tuple[dict[str, jax.Array], Any]:
+  """Dis in training mode on the real images and the fakes: logits and Dis_l features.
+
+  Returns the outputs and Dis's new BatchNorm statistics.
+  """
+  names = [name for name in FAKES if name in fakes]
+  judged, new_stats = _run_batches(
+      networks.discriminator, params, batch_stats, [images] + [fakes[n] for n in names],
+      config.loss.concat_batches)
+  outputs = {'real_logits': judged[0][0], 'real_features': judged[0][1]}
+  for name, (logits, features) in zip(names, judged[1:]):
+    outputs[f'{name}_logits'] = logits
+    if name == 'recon':  # Only the reconstructions' features enter a loss (L_llike).
+      outputs['recon_features'] = features
+  return outputs, new_stats
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
+  """Each used network's loss as a weighted sum of compute_losses' terms.
 
     vaegan    Enc <- L_prior + beta L_llike   Dec <- gamma L_llike - L_GAN   Dis <- -L_GAN
     vae_disl  Enc <- L_prior + beta L_llike   Dec <- L_llike                 Dis <- -L_GAN
     vae       Enc <- L_prior + beta L_pixel   Dec <- L_pixel
     gan                                       Dec <- -L_GAN (prior samples)  Dis <- -L_GAN
 
-  L_llike compares Dis_l features, L_pixel the pixels (the same Gaussian, identity
-  covariance: beta is then 1/sigma^2 of the pixel likelihood).
+  Terms: 'kl' (L_prior); 'llike' (L_llike in Dis_l features, or for 'vae' the
+  pixels' L_pixel: the same Gaussian, identity covariance, so beta is 1/sigma^2 of
+  the pixel likelihood); 'gan_decoder' (Dec's side of L_GAN); 'gan_discriminator'
+  (Dis's cross-entropy, -L_GAN). The one definition of the losses' make-up: their
+  values and compute_gradients' sharing of work between them both read it.
   """
+  model, loss = config.model, config.loss
+  weights = {}
+  if model != 'gan':
+    weights['encoder'] = {'kl': 1.0, 'llike': loss.beta}
+  weights['decoder'] = {'vaegan': {'llike': loss.gamma, 'gan_decoder': 1.0},
+                        'gan': {'gan_decoder': 1.0}}.get(model, {'llike': 1.0})
+  if model != 'vae':
+    weights['discriminator'] = {'gan_discriminator': 1.0}
+  return weights
+
+
+def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
+                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """The loss terms (see loss_weights), each used network's loss, and Dis's costs."""
   model, loss = config.model, config.loss
   terms = {}
   if model != 'gan':
@@ -129,42 +171,98 @@ def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
     else:
       terms['llike'] = losses.feature_likelihood_loss(outputs['recon_features'],
                                                       outputs['real_features'])
-    terms['encoder'] = terms['kl'] + loss.beta * terms['llike']
-  if model in ('vae', 'vae_disl'):
-    terms['decoder'] = terms['llike']
-  if model in ('vaegan', 'gan', 'vae_disl'):
-    fake_logits = _fake_logits(outputs, config)
-    terms['discriminator'] = losses.discriminator_loss(outputs['real_logits'], fake_logits)
+  if 'discriminator' in used_networks(config):
+    fake_logits = [outputs[f'{name}_logits'] for name in _rejected_fakes(config)]
+    terms['gan_discriminator'] = losses.discriminator_loss(outputs['real_logits'], fake_logits)
     terms['real_cost'] = losses.bce_real(outputs['real_logits'])
     terms['fake_cost'] = sum(losses.bce_fake(l) for l in fake_logits) / len(fake_logits)
   if model in ('vaegan', 'gan'):
     terms['gan_decoder'] = losses.generator_loss(
-        _fake_logits(outputs, config), saturating=loss.decoder_gan_loss == 'saturating')
-    terms['decoder'] = terms['gan_decoder'] + (
-        loss.gamma * terms['llike'] if model == 'vaegan' else 0.0)
+        fake_logits, saturating=loss.decoder_gan_loss == 'saturating')
+  for network, weights in loss_weights(config).items():
+    terms[network] = sum(weight * terms[term] for term, weight in weights.items())
   return terms
+
+
+def reuses_dis_gradient_for_gan_decoder(config: ml_collections.ConfigDict) -> bool:
+  """Whether Dec's L_GAN gradient at the fakes is minus that of Dis's loss.
+
+  The saturating L_GAN term of Dec is minus Dis's cross-entropy on the fakes, and
+  with separate BatchNorm batches (config.loss.concat_batches False) Dis's
+  cross-entropy on the real images does not depend on the fakes: the gradient
+  that Dis's own loss pulls back to the fakes serves Dec, negated, and Dec's GAN
+  term needs no pull-back through Dis of its own.
+  """
+  return (config.model in ('vaegan', 'gan') and not config.loss.concat_batches
+          and config.loss.decoder_gan_loss == 'saturating')
 
 
 def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
                       state: TrainState, images: jax.Array, rng: jax.Array):
   """Gradient of each used network's loss with respect to its own parameters.
 
-  One forward pass of all networks; then, per network, the gradient of its loss
-  with respect to the forward's outputs is pulled back through the forward (a
-  vector-Jacobian product) and only that network's part is kept. XLA drops the
-  unused parts of each pull-back.
+  One forward pass, in two stages with a vector-Jacobian product each: Enc and
+  Dec from the images to the fakes (`generate`), Dis from the real images and the
+  fakes to logits and Dis_l features (`judge`). Backward, the gradient of each loss
+  term is pulled back through Dis once, to Dis's parameters where Dis's loss has
+  the term and to the fakes where Enc's or Dec's does; then Enc and Dec each pull
+  their loss's weighted sum of those gradients (and of the terms they meet
+  directly: L_prior, L_pixel) back through the first stage and keep their own
+  part. So no network is moved by another's loss, and Dis's backward pass is
+  shared between its own loss, Dec's and Enc's instead of repeated for each (see
+  reuses_dis_gradient_for_gan_decoder); XLA drops what no one reads.
   Returns (grads, losses, outputs, new_batch_stats); grads is keyed by network.
   """
   used = used_networks(config)
   params = {name: getattr(state, name).params for name in used}
   batch_stats = {name: getattr(state, name).batch_stats for name in used}
-  outputs, pull_back, new_stats = jax.vjp(
-      lambda p: forward(networks, config, p, batch_stats, images, rng), params,
-      has_aux=True)
-  grads = {}
-  for name in used:
-    output_grads = jax.grad(lambda o, n=name: compute_losses(o, images, config)[n])(outputs)
-    grads[name] = pull_back(output_grads)[0][name]
+  weights = loss_weights(config)
+  generators = [name for name in used if name != 'discriminator']
+  gen_outputs, gen_pull_back, new_stats = jax.vjp(
+      lambda p: generate(networks, config, p, batch_stats, images, rng),
+      {name: params[name] for name in generators}, has_aux=True)
+  outputs = dict(gen_outputs)
+  fakes = {name: gen_outputs[name] for name in FAKES if name in gen_outputs}
+
+  def term_gradient(term: str) -> dict[str, jax.Array]:
+    return jax.grad(lambda o: compute_losses(o, images, config)[term])(outputs)
+
+  grads, at_fakes = {}, {}
+  if 'discriminator' in used:
+    dis_outputs, dis_pull_back, new_stats['discriminator'] = jax.vjp(
+        lambda p, f: judge(networks, config, p, batch_stats['discriminator'], images, f),
+        params['discriminator'], fakes, has_aux=True)
+    outputs.update(dis_outputs)
+    reuse = reuses_dis_gradient_for_gan_decoder(config)
+    needed = {term for network_weights in weights.values() for term in network_weights}
+    judged_terms = [term for term in ('gan_discriminator', 'llike', 'gan_decoder')
+                    if term in needed and not (term == 'gan_decoder' and reuse)]
+    dis_grads = []
+    for term in judged_terms:
+      gradient = term_gradient(term)
+      term_dis_grads, term_at_fakes = dis_pull_back({k: gradient[k] for k in dis_outputs})
+      # Separate BatchNorm batches are independent: a fake whose outputs the term
+      # does not read gets no gradient, so XLA drops that part of the pull-back
+      # (it cannot tell that it pulls back zeros).
+      read = judged_batches(term, config)
+      at_fakes[term] = {
+          name: g if config.loss.concat_batches or name in read else jnp.zeros_like(g)
+          for name, g in term_at_fakes.items()}
+      if term in weights['discriminator']:
+        weight = weights['discriminator'][term]
+        dis_grads.append(jax.tree.map(lambda g, w=weight: w * g, term_dis_grads))
+    grads['discriminator'] = jax.tree.map(lambda *g: sum(g), *dis_grads)
+    if reuse:
+      at_fakes['gan_decoder'] = jax.tree.map(jnp.negative, at_fakes['gan_discriminator'])
+
+  for name in generators:
+    cotangent = jax.tree.map(jnp.zeros_like, gen_outputs)
+    for term, weight in weights[name].items():
+      gradient = term_gradient(term)
+      for key in gen_outputs:
+        total = gradient[key] + at_fakes.get(term, {}).get(key, 0.0)
+        cotangent[key] = cotangent[key] + weight * total
+    grads[name] = gen_pull_back(cotangent)[0][name]
   return grads, compute_losses(outputs, images, config), outputs, new_stats
 
 
