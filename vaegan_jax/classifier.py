@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
+from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 
 SEED = 0
@@ -32,7 +33,6 @@ BATCH_SIZE = 64
 LEARNING_RATE = 1e-3
 FEATURE_WIDTH = 128
 _VERSION = 1  # Bump when the architecture or training changes: old caches are then unused.
-_CHUNK = 500  # Images per jitted call when computing features.
 
 
 class Classifier(nn.Module):
@@ -69,16 +69,9 @@ def cache_name(config: ml_collections.ConfigDict) -> str:
 
 
 def apply(classifier: TrainedClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(logits, features) of images in [-1, 1], in fixed-size chunks (one compilation)."""
-  logits, features = [], []
-  for start in range(0, len(images), _CHUNK):
-    chunk = np.asarray(images[start:start + _CHUNK])
-    padded = np.concatenate([chunk, np.zeros((_CHUNK - len(chunk), *chunk.shape[1:]),
-                                             chunk.dtype)])
-    out = jax.device_get(_apply_jitted(classifier.module, classifier.params, padded))
-    logits.append(out[0][:len(chunk)])
-    features.append(out[1][:len(chunk)])
-  return np.concatenate(logits), np.concatenate(features)
+  """(logits, features) of images in [-1, 1]."""
+  return inference.map_in_chunks(
+      functools.partial(_apply_jitted, classifier.module, classifier.params), images)
 
 
 @functools.partial(jax.jit, static_argnums=0)

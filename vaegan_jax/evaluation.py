@@ -14,7 +14,6 @@ accuracies.
 """
 
 import json
-from typing import Any
 
 from absl import logging
 from clu import metric_writers
@@ -30,25 +29,12 @@ from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 
 Metrics = dict[str, float]
-_CHUNK = 500  # Images per jitted encode/decode call: one compilation per network.
-
-
-def _chunked(fn, inputs: np.ndarray) -> Any:
-  """fn over `inputs` in fixed-size chunks (the last one padded), outputs concatenated."""
-  outputs = []
-  for start in range(0, len(inputs), _CHUNK):
-    chunk = np.asarray(inputs[start:start + _CHUNK])
-    padded = np.concatenate([chunk, np.zeros((_CHUNK - len(chunk), *chunk.shape[1:]),
-                                             chunk.dtype)])
-    outputs.append(jax.tree.map(lambda y, n=len(chunk): np.asarray(y)[:n],
-                                jax.device_get(fn(padded))))
-  return jax.tree.map(lambda *ys: np.concatenate(ys), *outputs)
 
 
 def model_samples(model: inference.Model, num: int, rng: jax.Array) -> np.ndarray:
   """`num` images Dec(z), z ~ N(0, I), in [-1, 1]."""
   latents = np.asarray(inference.prior_latents(model, num, rng))
-  return _chunked(lambda z: inference.decode(model, z), latents)
+  return inference.map_in_chunks(lambda z: inference.decode(model, z), latents)
 
 
 def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
@@ -73,8 +59,8 @@ def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
     metrics['frechet/samples'] = frechet.features_distance(real_features, sample_features)
     metrics['frechet/train_vs_test'] = frechet.features_distance(real_features, train_features)
   if model.networks.encoder is not None:
-    mu, logvar = _chunked(lambda x: inference.encode(model, x), real)
-    recons = _chunked(lambda z: inference.decode(model, z), mu)
+    mu, logvar = inference.map_in_chunks(lambda x: inference.encode(model, x), real)
+    recons = inference.map_in_chunks(lambda z: inference.decode(model, z), mu)
     metrics['reconstruction/mse'] = float(np.mean(np.square(recons - real)))
     metrics['kl'] = float(np.mean(-0.5 * np.sum(
         1.0 + logvar - np.square(mu) - np.exp(logvar), axis=-1)))
@@ -91,8 +77,7 @@ def load_classifier(config: ml_collections.ConfigDict, builder: tfds.core.Datase
                     ) -> classifier_lib.TrainedClassifier | None:
   """The dataset's evaluation classifier; None (with a warning) if it has no class label."""
   label_key = config.eval.label_key
-  if label_key not in builder.info.features or not isinstance(
-      builder.info.features[label_key], tfds.features.ClassLabel):
+  if label_key not in input_pipeline.class_labels(builder):
     logging.warning('%s has no class label %r (config.eval.label_key): evaluating without '
                     'the classifier metrics (Frechet distances, accuracies).', builder.name,
                     label_key)

@@ -15,7 +15,7 @@ ever written.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 from etils import epath
 import jax
@@ -29,6 +29,20 @@ from vaegan_jax import train_state
 from vaegan_jax.errors import CheckpointError
 
 _VARIABLES = ('params', 'batch_stats')  # What a network needs in evaluation mode.
+
+
+def map_in_chunks(fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
+                  chunk_size: int = 500) -> Any:
+  """fn over `inputs` in chunks of one size (the last one zero-padded), its outputs
+  (arrays or tuples of them) concatenated on the host: a jitted fn compiles once."""
+  outputs = []
+  for start in range(0, len(inputs), chunk_size):
+    chunk = np.asarray(inputs[start:start + chunk_size])
+    padded = np.concatenate([chunk, np.zeros((chunk_size - len(chunk), *chunk.shape[1:]),
+                                             chunk.dtype)])
+    outputs.append(jax.tree.map(lambda y, n=len(chunk): np.asarray(y)[:n],
+                                jax.device_get(fn(padded))))
+  return jax.tree.map(lambda *ys: np.concatenate(ys), *outputs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,13 +192,9 @@ def labelled_images(builder: tfds.core.DatasetBuilder, config: ml_collections.Co
   """(images, labels): the first `limit` examples of a split (all by default),
   preprocessed, with their config.eval.label_key class labels."""
   label_key = config.eval.label_key
-  features = builder.info.features
-  feature = features[label_key] if label_key in features else None
-  if not isinstance(feature, tfds.features.ClassLabel):
-    labels = [k for k, v in features.items()
-              if isinstance(v, tfds.features.ClassLabel)]
+  if label_key not in class_labels(builder):
     raise ConfigError(f'config.eval.label_key={label_key!r} is not a class label of '
-                      f'{builder.name}; its class labels: {labels or "none"}.')
+                      f'{builder.name}; its class labels: {class_labels(builder) or "none"}.')
   crop = _crop(config)
   dataset = builder.as_dataset(split=split, shuffle_files=False)
   if limit is not None:
@@ -208,6 +204,12 @@ def labelled_images(builder: tfds.core.DatasetBuilder, config: ml_collections.Co
                                          example[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
   parts = list(dataset.batch(4096).as_numpy_iterator())
   return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def class_labels(builder: tfds.core.DatasetBuilder) -> list[str]:
+  """The names of the dataset's class-label features."""
+  return [name for name, feature in builder.info.features.items()
+          if isinstance(feature, tfds.features.ClassLabel)]
 
 
 def num_classes(builder: tfds.core.DatasetBuilder, label_key: str) -> int:

@@ -178,14 +178,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
   base_rng = jax.device_get(state.rng)  # A host copy: the state is donated every step.
 
-  classifier = []  # Loaded (or trained) at the first evaluation.
+  # Loaded (or trained) at the first evaluation, then kept.
+  classifier = functools.cache(lambda: evaluation.load_classifier(config, builder))
 
   def evaluate(state):
-    if not classifier:
-      classifier.append(evaluation.load_classifier(config, builder))
     step = int(state.step)
     metrics = evaluation.evaluate(inference.from_train_state(config, state), builder,
-                                  classifier[0], jax.random.PRNGKey(config.seed + 2))
+                                  classifier(), jax.random.PRNGKey(config.seed + 2))
     if is_chief:
       evaluation.write_metrics(workdir, step, metrics, writer)
       logging.info('Evaluation at step %d: %s', step, ', '.join(
