@@ -223,24 +223,25 @@ def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
       {name: params[name] for name in generators}, has_aux=True)
   outputs = dict(gen_outputs)
   fakes = {name: gen_outputs[name] for name in FAKES if name in gen_outputs}
-
-  def term_gradient(term: str) -> dict[str, jax.Array]:
-    return jax.grad(lambda o: compute_losses(o, images, config)[term])(outputs)
-
-  grads, at_fakes = {}, {}
   if 'discriminator' in used:
     dis_outputs, dis_pull_back, new_stats['discriminator'] = jax.vjp(
         lambda p, f: judge(networks, config, p, batch_stats['discriminator'], images, f),
         params['discriminator'], fakes, has_aux=True)
     outputs.update(dis_outputs)
+  # Each term's gradient with respect to all outputs, once.
+  needed = {term for network_weights in weights.values() for term in network_weights}
+  gradients = {term: jax.grad(lambda o, t=term: compute_losses(o, images, config)[t])(outputs)
+               for term in needed}
+
+  grads, at_fakes = {}, {}
+  if 'discriminator' in used:
     reuse = reuses_dis_gradient_for_gan_decoder(config)
-    needed = {term for network_weights in weights.values() for term in network_weights}
     judged_terms = [term for term in ('gan_discriminator', 'llike', 'gan_decoder')
                     if term in needed and not (term == 'gan_decoder' and reuse)]
     dis_grads = []
     for term in judged_terms:
-      gradient = term_gradient(term)
-      term_dis_grads, term_at_fakes = dis_pull_back({k: gradient[k] for k in dis_outputs})
+      term_dis_grads, term_at_fakes = dis_pull_back(
+          {k: gradients[term][k] for k in dis_outputs})
       # Separate BatchNorm batches are independent: a fake whose outputs the term
       # does not read gets no gradient, so XLA drops that part of the pull-back
       # (it cannot tell that it pulls back zeros).
@@ -258,9 +259,8 @@ def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
   for name in generators:
     cotangent = jax.tree.map(jnp.zeros_like, gen_outputs)
     for term, weight in weights[name].items():
-      gradient = term_gradient(term)
       for key in gen_outputs:
-        total = gradient[key] + at_fakes.get(term, {}).get(key, 0.0)
+        total = gradients[term][key] + at_fakes.get(term, {}).get(key, 0.0)
         cotangent[key] = cotangent[key] + weight * total
     grads[name] = gen_pull_back(cotangent)[0][name]
   return grads, compute_losses(outputs, images, config), outputs, new_stats
