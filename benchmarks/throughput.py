@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from configs import default
 from vaegan_jax import config_checks
 from vaegan_jax import entry_point
+from vaegan_jax import host_memory
 from vaegan_jax import input_pipeline
 from vaegan_jax import train
 from vaegan_jax import train_state
@@ -144,6 +145,8 @@ def benchmark(config) -> dict:
                  'num_channels': config.num_channels, 'batch_size': config.batch_size,
                  'dtype': config.dtype, 'model': config.model},
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
+      # entry_point.set_up() applied it already; asking again is harmless.
+      'keeps_freed_memory': host_memory.keep_freed_memory(),
       'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
                  for name in train_state.used_networks(config)},
       'compile_seconds': compile_seconds,

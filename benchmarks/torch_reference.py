@@ -9,16 +9,23 @@ Each batch makes three sequential RMSprop updates, as the seed's loop does:
   3. Enc: a fresh Enc and Dec forward, Dis_l on x and x~ (2 calls), KL + beta * L_llike, step.
 That is ten discriminator calls, five decoder calls and two encoder calls per
 batch. Prints one JSON line: parameter counts, step time and images/s.
+The process keeps freed host memory as the JAX entry points do (vaegan_jax/host_memory.py;
+VAEGAN_KEEP_FREED_MEMORY=0 turns it off in both), so both run with the same malloc.
 """
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
 import torch.utils.flop_counter
 from torch import nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vaegan_jax import host_memory  # pylint: disable=g-import-not-at-top
 
 
 def _block(layer: nn.Module, width: int, two_d: bool = True) -> list[nn.Module]:
@@ -134,6 +141,7 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=5, help='Timed steps, after 2 warm-up steps.')
   parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
   args = parser.parse_args()
+  keeps_freed_memory = host_memory.keep_freed_memory()
   torch.manual_seed(0)
   torch.set_default_device(args.device)
   enc = Encoder(args.channels, args.image_size)
@@ -160,7 +168,8 @@ def main() -> None:
   seconds = (time.perf_counter() - start) / args.steps
   print(json.dumps({
       'framework': f'torch {torch.__version__}', 'device': args.device,
-      'threads': torch.get_num_threads(), 'batch_size': args.batch_size,
+      'threads': torch.get_num_threads(), 'keeps_freed_memory': keeps_freed_memory,
+      'batch_size': args.batch_size,
       'params': {'encoder': _count(enc), 'decoder': _count(dec), 'discriminator': _count(dis)},
       'gflop_per_image': counter.get_total_flops() / 1e9 / args.batch_size,
       'step_seconds': seconds, 'images_per_second': args.batch_size / seconds}))

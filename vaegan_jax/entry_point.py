@@ -6,6 +6,7 @@ from absl import logging
 import jax
 import tensorflow as tf
 
+from vaegan_jax import host_memory
 from vaegan_jax.errors import ConfigError
 
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/')
@@ -23,7 +24,9 @@ def _quiet_library_info(record: std_logging.LogRecord) -> bool:
 
 
 def set_up() -> None:
-  """TensorFlow only reads data, so it must not take the GPUs JAX will use; quiet logs."""
+  """Host memory kept for reuse; TensorFlow only reads data, so it must not take the
+  GPUs JAX will use; quiet logs."""
+  host_memory.keep_freed_memory()
   tf.config.set_visible_devices([], 'GPU')
   logging.get_absl_handler().addFilter(_quiet_library_info)
 
