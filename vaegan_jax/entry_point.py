@@ -23,12 +23,13 @@ def _quiet_library_info(record: std_logging.LogRecord) -> bool:
           not any(name in record.pathname for name in _CHATTY_LIBRARIES))
 
 
-def set_up() -> None:
+def set_up() -> bool:
   """Host memory kept for reuse; TensorFlow only reads data, so it must not take the
-  GPUs JAX will use; quiet logs."""
-  host_memory.keep_freed_memory()
+  GPUs JAX will use; quiet logs. Returns whether freed host memory is kept."""
+  keeps_freed_memory = host_memory.keep_freed_memory()
   tf.config.set_visible_devices([], 'GPU')
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  return keeps_freed_memory
 
 
 def initialize_distributed(multihost: bool, coordinator_address: str | None = None,
