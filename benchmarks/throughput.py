@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from configs import default
 from vaegan_jax import config_checks
+from vaegan_jax import cpu_convolutions
 from vaegan_jax import entry_point
 from vaegan_jax import input_pipeline
 from vaegan_jax import train
@@ -156,6 +157,9 @@ def benchmark(config) -> dict:
       'peak_tflops_per_device': peak,
       'peak_memory_bytes': memory, 'peak_memory_kind': memory_kind,
   }
+  if device.platform == 'cpu':  # Whether the Eigen convolutions are in effect.
+    figures['ynnpack_convolutions'] = cpu_convolutions.count_ynnpack_convolutions(
+        compiled.as_text())
   if flops and peak:
     figures['fraction_of_peak'] = figures['achieved_tflops'] / (peak * jax.device_count())
 
@@ -189,7 +193,7 @@ def _print(figures: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  keeps_freed_memory = entry_point.set_up()
+  settings = entry_point.set_up()
   config = FLAGS.config
   # The reference hard-codes the seed's networks: those of configs/default.py.
   changed = sorted(k for k, v in default.get_config().networks.items() if config.networks[k] != v)
@@ -199,7 +203,7 @@ def main(argv):
     sys.exit('error: --torch compares the seed architecture only (configs/mnist.py, '
              f'cifar10.py); this config changes config.networks.{", config.networks.".join(changed)}.')
   try:
-    figures = {'jax': {'keeps_freed_memory': keeps_freed_memory, **benchmark(config)}}
+    figures = {'jax': {**settings, **benchmark(config)}}
   except UserError as e:
     sys.exit(f'error: {e}')
   _print(figures['jax'])

@@ -1,4 +1,4 @@
-"""benchmarks/throughput.py runs and reports what it promises (its figures are not checked here)."""
+"""The benchmarks run and report what they promise (their figures are not checked here)."""
 
 import json
 import os
@@ -24,3 +24,17 @@ def test_throughput_benchmark_reports_its_figures(tfds_data_dir, compilation_cac
   assert figures['gflop_per_image'] > 0 and figures['peak_memory_bytes'] > 0
   assert 0 < figures['pipeline_fraction_of_synthetic']
   assert 'images_per_second' in result.stdout  # The printed table.
+  # On CPU: which convolutions ran (the tiny networks' are all XLA's own anyway).
+  user_flag = '--xla_cpu_experimental_ynn_fusion_type' in os.environ.get('XLA_FLAGS', '')
+  assert figures['eigen_convolutions_flag'] is not user_flag
+  assert figures['ynnpack_convolutions'] == 0
+
+
+def test_convolution_benchmark_times_every_layer():
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/convolutions.py', '--batch_size=2', '--repeats=1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+  for layer in ('enc1', 'dis4', 'dec4', 'total'):
+    assert len(rows[layer]) == 3 and all(float(ms) > 0 for ms in rows[layer])
