@@ -8,6 +8,13 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from vaegan_jax import cpu_convolutions
+
+# As every entry point does before JAX starts: tests, and the train.py processes some
+# of them start (which inherit XLA_FLAGS), run the same convolution kernels, so their
+# results can be compared bit for bit.
+cpu_convolutions.use_eigen_convolutions()
+
 import jax
 import ml_collections
 import pytest
