@@ -2,6 +2,7 @@
 
   python benchmarks/convolutions.py            # as the train step runs them
   python benchmarks/convolutions.py --torch    # beside PyTorch's, on the same device
+  python benchmarks/convolutions.py --nowinograd   # XLA's own convolutions on CPU too
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution \
       python benchmarks/convolutions.py        # with jaxlib's YNNPACK convolutions on CPU
 
@@ -23,11 +24,14 @@ import jax
 import numpy as np
 
 from vaegan_jax import entry_point
+from vaegan_jax import winograd
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('batch_size', 64, 'Images per convolution call.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls of each; the best is reported.')
 flags.DEFINE_bool('torch', False, 'Also time torch.nn.functional.conv2d and its gradients.')
+flags.DEFINE_bool('winograd', True, 'As the networks\' default cpu_winograd: on CPU, Winograd '
+                  'where vaegan_jax/winograd.py applies it; False: XLA\'s convolutions only.')
 
 # (name, input size, in channels, out channels, kernel size, stride) of the seed's
 # networks at 64x64: Enc and Dis as in models.py; Dec's transposed convolutions as the
@@ -51,11 +55,13 @@ def _best_ms(fn, repeats: int) -> float:
 
 
 def jax_times(batch: int, size: int, cin: int, cout: int, kernel: int, stride: int,
-              repeats: int) -> list[float]:
+              repeats: int, use_winograd: bool) -> list[float]:
   rng = np.random.default_rng(0)
   x = jax.device_put(rng.standard_normal((batch, size, size, cin), np.float32))
   w = jax.device_put(rng.standard_normal((kernel, kernel, cin, cout), np.float32))
-  conv = lambda x, w: jax.lax.conv_general_dilated(
+  conv_general_dilated = (winograd.conv_general_dilated if use_winograd
+                          else jax.lax.conv_general_dilated)
+  conv = lambda x, w: conv_general_dilated(
       x, w, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   dy = jax.numpy.ones_like(conv(x, w))
   fns = (jax.jit(conv), jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)[1]),
@@ -83,12 +89,12 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   settings = entry_point.set_up()
   print(f'{jax.devices()[0].device_kind} ({jax.devices()[0].platform}), batch '
-        f'{FLAGS.batch_size}, float32, {settings}')
+        f'{FLAGS.batch_size}, float32, {settings}, winograd: {FLAGS.winograd}')
   frameworks = ('jax', 'torch') if FLAGS.torch else ('jax',)
   totals = {name: np.zeros(3) for name in frameworks}
   print(f'{"layer":6s}' + ''.join(f'{f + " " + k:>18s}' for f in frameworks for k in KINDS))
   for name, *shape in LAYERS:
-    row = {'jax': jax_times(FLAGS.batch_size, *shape, FLAGS.repeats)}
+    row = {'jax': jax_times(FLAGS.batch_size, *shape, FLAGS.repeats, FLAGS.winograd)}
     if FLAGS.torch:
       row['torch'] = torch_times(FLAGS.batch_size, *shape, FLAGS.repeats)
     print(f'{name:6s}' + ''.join(f'{t:18.1f}' for f in frameworks for t in row[f]))

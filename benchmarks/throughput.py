@@ -143,7 +143,8 @@ def benchmark(config) -> dict:
   figures = {
       'config': {'dataset': config.dataset, 'image_size': config.image_size,
                  'num_channels': config.num_channels, 'batch_size': config.batch_size,
-                 'dtype': config.dtype, 'model': config.model},
+                 'dtype': config.dtype, 'model': config.model,
+                 'cpu_winograd': config.get('cpu_winograd', True)},
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
       'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
                  for name in train_state.used_networks(config)},

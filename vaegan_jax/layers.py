@@ -13,7 +13,7 @@ nn.ConvTranspose's, and the outputs equal nn.ConvTranspose(padding='SAME')'s
 (tests/test_models.py).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -59,6 +59,8 @@ class SubpixelConvTranspose(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   dtype: Any = None  # Computation dtype; None: the input's.
+  # As nn.Conv's: what computes the convolution (models.py: winograd.conv_general_dilated).
+  conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -75,7 +77,7 @@ class SubpixelConvTranspose(nn.Module):
     if self.dtype is not None:
       x = x.astype(self.dtype)
     batch, height, width, _ = x.shape
-    y = jax.lax.conv_general_dilated(
+    y = self.conv_general_dilated(
         x, phases.astype(x.dtype), window_strides=(1, 1),
         padding=((-low_h, window_h - 1 + low_h), (-low_w, window_w - 1 + low_w)),
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))

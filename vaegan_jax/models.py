@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vaegan_jax import winograd
 from vaegan_jax.layers import SubpixelConvTranspose
 
 ACTIVATIONS = {
@@ -23,6 +24,11 @@ ACTIVATIONS = {
     'relu': nn.relu,  # the paper
 }
 DISL_FEATURES = ('post_activation', 'pre_norm')
+
+
+def _convolution(cpu_winograd: bool):
+  """What computes the convolutions: on CPU, Winograd's algorithm where it is faster."""
+  return winograd.conv_general_dilated if cpu_winograd else jax.lax.conv_general_dilated
 
 
 def _batch_norm(train: bool, momentum: float, dtype: Any) -> nn.BatchNorm:
@@ -59,12 +65,14 @@ class Encoder(nn.Module):
   activation: str = 'leaky_relu'
   batch_norm_momentum: float = 0.9
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
+  cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     act = ACTIVATIONS[self.activation]
     for width in self.widths:
-      x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME', dtype=self.dtype)(x)
+      x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                  conv_general_dilated=_convolution(self.cpu_winograd))(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
@@ -88,6 +96,7 @@ class Decoder(nn.Module):
   activation: str = 'leaky_relu'
   batch_norm_momentum: float = 0.9
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
+  cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
@@ -98,7 +107,8 @@ class Decoder(nn.Module):
     x = x.reshape((z.shape[0], start, start, self.widths[0]))
     kernel = (self.kernel_size, self.kernel_size)
     for width, stride in zip(self.widths, strides):
-      x = SubpixelConvTranspose(width, kernel, strides=(stride, stride), dtype=self.dtype)(x)
+      x = SubpixelConvTranspose(width, kernel, strides=(stride, stride), dtype=self.dtype,
+                                conv_general_dilated=_convolution(self.cpu_winograd))(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = SubpixelConvTranspose(self.num_channels, (5, 5), dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
@@ -120,14 +130,15 @@ class Discriminator(nn.Module):
   disl_features: str = 'post_activation'
   batch_norm_momentum: float = 0.9
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
+  cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     act = ACTIVATIONS[self.activation]
     features = None
     for index, (width, stride) in enumerate(zip(self.widths, self.strides)):
-      x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME',
-                  dtype=self.dtype)(x)
+      x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME', dtype=self.dtype,
+                  conv_general_dilated=_convolution(self.cpu_winograd))(x)
       if index + 1 == self.disl_layer and self.disl_features == 'pre_norm':
         features = x
       if index > 0:  # The first block has no BatchNorm, as in DCGAN and the seed.

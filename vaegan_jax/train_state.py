@@ -72,7 +72,8 @@ def _only_used(config: ml_collections.ConfigDict, built: dict[str, Any]) -> dict
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
   m = config.networks
   common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum,
-                dtype=jnp.dtype(config.get('dtype') or 'float32'))
+                dtype=jnp.dtype(config.get('dtype') or 'float32'),
+                cpu_winograd=config.get('cpu_winograd', True))
   return Networks(**_only_used(config, dict(
       encoder=models.Encoder(
           latent_dim=m.latent_dim, widths=tuple(m.encoder_widths),
