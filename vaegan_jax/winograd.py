@@ -41,7 +41,9 @@ _TILE = 4  # Output pixels per tile side; input tiles are _TILE + 2 wide and ove
 _POINTS = _TILE + 2
 
 # Below this many input or output channels (of the 3x3 convolution) the transforms
-# cost more than the products save: measured with benchmarks/convolutions.py.
+# cost about what the products save, or more. Forward and both gradients, batch 64,
+# 2-core CPU: 3x3 at 64x64 with 32 channels 149 ms against XLA's 101; at 32x32 with
+# 64 channels 88 against 91; with 128 channels 196 against 336.
 MIN_CHANNELS = 128
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
