@@ -65,12 +65,14 @@ def _assert_same_training(workdir, arrays, expected_workdir, expected_arrays):
     np.testing.assert_allclose(arrays[key], expected_arrays[key], **TOLERANCE, err_msg=key)
 
 
+def _train_on_one_device(config, workdir):
+  assert jax.device_count() == 1
+  return workdir, flat_arrays(train.train_and_evaluate(config, workdir))
+
+
 @pytest.fixture(scope='module')
 def one_device_run(tfds_data_dir, tmp_path_factory):
-  assert jax.device_count() == 1
-  workdir = tmp_path_factory.mktemp('one_device')
-  state = train.train_and_evaluate(_config(tfds_data_dir), workdir)
-  return workdir, flat_arrays(state)
+  return _train_on_one_device(_config(tfds_data_dir), tmp_path_factory.mktemp('one_device'))
 
 
 def _worker(args, devices, compilation_cache, log_path):
@@ -97,6 +99,20 @@ def test_eight_devices_train_as_one(one_device_run, tfds_data_dir, compilation_c
   model = inference.load_model(workdir)
   images = inference.decode(model, jax.random.normal(jax.random.PRNGKey(7), (16, 8)))
   np.testing.assert_allclose(images, eight['decoded_fixed_z'], atol=1e-5)
+
+
+def test_eight_devices_train_from_the_stored_images_as_one(tfds_data_dir, compilation_cache,
+                                                           tmp_path):
+  """config.data_on_device: every device holds the images; each gathers and
+  preprocesses the global batch's rows that the sharding gives it."""
+  config = _config(tfds_data_dir)
+  config.data_on_device = True
+  expected = _train_on_one_device(config, tmp_path / 'one')
+  workdir, out, log = tmp_path / 'eight', tmp_path / 'eight.npz', tmp_path / 'eight.log'
+  text = _finish(_worker([workdir, tfds_data_dir, out, 'data_on_device'], 8, compilation_cache,
+                         log), log)
+  assert 'Keeping the 1497 training images (0.1 MB) on the devices' in text
+  _assert_same_training(workdir, dict(np.load(out)), *expected)
 
 
 def _free_port() -> int:

@@ -1,8 +1,9 @@
 """Trains the tiny digits run in a process of its own, for the device and process count tests.
 
   python -m tests.train_worker WORKDIR DATA_DIR OUT.npz [COORDINATOR NUM_PROCESSES PROCESS_ID]
+  python -m tests.train_worker WORKDIR DATA_DIR OUT.npz data_on_device
 
-Saves this process's copy of every array of the final state to OUT.npz; with one
+The second trains from the images kept on the devices (config.data_on_device). Saves this process's copy of every array of the final state to OUT.npz; with one
 process, also images decoded from fixed z sharded over all devices.
 """
 
@@ -27,11 +28,13 @@ def flat_arrays(tree) -> dict[str, np.ndarray]:
 
 def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
   logging.set_verbosity(logging.INFO)  # The test reads the progress lines.
-  if distributed:
+  data_on_device = distributed == ('data_on_device',)
+  if distributed and not data_on_device:
     coordinator, num_processes, process_id = distributed
     entry_point.initialize_distributed(True, coordinator, int(num_processes), int(process_id))
   config = override(tiny(digits.get_config()), SCALE_OUT_RUN)
   config.data_dir = data_dir
+  config.data_on_device = data_on_device
   state = train.train_and_evaluate(config, workdir)
   arrays = flat_arrays(state)
   if jax.process_count() == 1:

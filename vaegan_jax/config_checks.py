@@ -109,7 +109,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config, 'num_sample_images', lambda v: _is_int(v) and v >= 1 and math.isqrt(v) ** 2 == v,
            'must be a square number (the grids are square), e.g. 64')
   _require(config, 'seed', _is_int, 'must be an integer')
-  for field in ('cache_dataset', 'checkpoint_fallback', 'loss.concat_batches',
+  _require(config, 'steps_per_dispatch', lambda v: _is_int(v) and v >= 1,
+           'must be an integer >= 1')
+  _require(config, 'steps_per_dispatch', lambda v: v == 1 or config.data_on_device is True,
+           'needs --config.data_on_device=true: the host pipeline feeds one step per call')
+  for field in ('cache_dataset', 'data_on_device', 'checkpoint_fallback', 'loss.concat_batches',
                 'loss.equilibrium_gating', 'optim.eps_in_sqrt'):
     _require(config, field, lambda v: isinstance(v, bool), 'must be True or False')
   _require(config, 'eval.every_steps', lambda v: _is_int(v) and v >= 0,

@@ -21,9 +21,11 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 
 from vaegan_jax import checkpointing
 from vaegan_jax import config_checks
+from vaegan_jax import device_data
 from vaegan_jax import evaluation
 from vaegan_jax import image_grid
 from vaegan_jax import inference
@@ -87,24 +89,33 @@ class _StopOnSigterm:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_finite(step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
+def _check_finite(last_step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
                   manager) -> None:
-  """Stops the run (or with on_nonfinite='skip', warns) if `step` was not finite."""
-  if not float(metrics['nonfinite']):
+  """Stops the run (or with on_nonfinite='skip', warns) if a step was not finite.
+
+  `metrics` are those of one step, `last_step`, or stacked along a leading axis,
+  of the steps that end with it.
+  """
+  nonfinite = np.atleast_1d(np.asarray(metrics['nonfinite']))
+  if not nonfinite.any():
     return
-  terms = [train_step_lib.FINITE_CHECKS.get(term, term.replace('/', ' of the '))
-           for term in train_step_lib.CHECKED_TERMS if float(metrics.get(f'nonfinite/{term}', 0))]
-  if on_nonfinite == 'skip':
-    logging.warning('Step %d: non-finite %s; the networks skip this batch.', step,
-                    ', '.join(terms))
-    return
-  latest = manager.latest_step()
-  raise NonFiniteError(
-      f'Step {step}: non-finite {", ".join(terms)}. Training stopped and this state was not '
-      f'saved; the latest checkpoint ({f"step {latest}" if latest is not None else "none"}) '
-      'is the last good state. Re-running resumes from it; a lower '
-      '--config.optim.learning_rate may avoid the overflow, and --config.on_nonfinite=skip '
-      'drops such batches instead of stopping.')
+  for index in np.flatnonzero(nonfinite):
+    step = last_step - (len(nonfinite) - 1 - index)
+    terms = [train_step_lib.FINITE_CHECKS.get(term, term.replace('/', ' of the '))
+             for term in train_step_lib.CHECKED_TERMS
+             if f'nonfinite/{term}' in metrics
+             and np.atleast_1d(np.asarray(metrics[f'nonfinite/{term}']))[index]]
+    if on_nonfinite == 'skip':
+      logging.warning('Step %d: non-finite %s; the networks skip this batch.', step,
+                      ', '.join(terms))
+      continue
+    latest = manager.latest_step()
+    raise NonFiniteError(
+        f'Step {step}: non-finite {", ".join(terms)}. Training stopped and this state was not '
+        f'saved; the latest checkpoint ({f"step {latest}" if latest is not None else "none"}) '
+        'is the last good state. Re-running resumes from it; a lower '
+        '--config.optim.learning_rate may avoid the overflow, and --config.on_nonfinite=skip '
+        'drops such batches instead of stopping.')
 
 
 def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
@@ -120,6 +131,49 @@ def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, ste
   directory.mkdir(parents=True, exist_ok=True)
   image_grid.save_png(directory / f'step_{step:06d}.png', image_grid.side_by_side(panels))
   writer.write_images(step, images)
+
+
+def _steps_until_boundary(step: int, num_steps: int, config: ml_collections.ConfigDict) -> int:
+  """How many steps to run from `step` in one dispatch: config.steps_per_dispatch, or
+  fewer to stop at the next step that logs, checkpoints, evaluates or ends the run."""
+  periods = [config.log_every_steps, config.checkpoint_every_steps]
+  if config.eval.every_steps:
+    periods.append(config.eval.every_steps)
+  boundary = min([num_steps] + [(step // p + 1) * p for p in periods])
+  return max(1, min(config.get('steps_per_dispatch', 1), boundary - step))
+
+
+def _make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                      stored_images: np.ndarray | None, networks: train_state.Networks,
+                      optimizers: train_state.Optimizers, start_step: int,
+                      rows: tuple[int, int], base_rng: jax.Array):
+  """run_steps(state, step, count) -> (state, metrics): `count` train steps from `step`.
+
+  From `stored_images` kept on the devices (config.data_on_device, device_data.py),
+  several steps per call; or from the host pipeline, one step per call (`count` is 1).
+  """
+  replicated, data_sharding = data_parallel_shardings()
+  if stored_images is not None:
+    images = device_data.put_on_devices(stored_images, replicated)
+    scan = device_data.default_scan(data_sharding)
+    logging.info('Keeping the %d training images (%.1f MB) on the devices; %s.',
+                 images.shape[0], images.nbytes / 1e6,
+                 f'up to {config.steps_per_dispatch} steps per call' if scan else
+                 'one step per call on CPU (XLA:CPU runs convolutions in loops slowly)')
+    device_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding,
+                                                scan)
+    return lambda state, step, count: device_steps(state, images, count)
+
+  batches = input_pipeline.prefetch_to_device(
+      input_pipeline.train_batches(builder, config, start_step, rows), data_sharding,
+      config.batch_size)
+  step_fn = train_step_lib.make_train_step(config, networks, optimizers)
+
+  def host_step(state, step, count):
+    assert count == 1, count
+    return step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
+
+  return host_step
 
 
 def data_parallel_shardings() -> tuple[jax.NamedSharding, jax.NamedSharding]:
@@ -140,6 +194,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise ConfigError(f'config.batch_size={config.batch_size}: larger than the '
                       f'{train_size} examples of {config.dataset}:{config.train_split}.')
   steps_per_epoch = train_size // config.batch_size
+  # Read (and checked to fit the devices) before anything is written to the workdir.
+  stored_images = (device_data.load_images(builder, config)
+                   if config.get('data_on_device', False) else None)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else int(config.num_epochs * steps_per_epoch))
 
@@ -168,15 +225,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                f'{jax.process_index()}, feeds rows {rows[0]}:{rows[1]})'
                if jax.process_count() > 1 else '')
 
-  batches = input_pipeline.prefetch_to_device(
-      input_pipeline.train_batches(builder, config, start_step, rows), data_sharding,
-      config.batch_size)
-  step_fn = train_step_lib.make_train_step(config, networks, optimizers)
+  # A host copy of the state's key (the state is donated every step): step keys fold in the step.
+  base_rng = jax.device_get(state.rng)
+  run_steps = _make_step_runner(config, builder, stored_images, networks, optimizers,
+                                start_step, rows, base_rng)
   preview = jax.jit(functools.partial(sampling.samples_and_reconstructions, networks))
   fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
                               (config.num_sample_images, config.networks.latent_dim))
   fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
-  base_rng = jax.device_get(state.rng)  # A host copy: the state is donated every step.
 
   # Loaded (or trained) at the first evaluation, then kept.
   classifier = functools.cache(lambda: evaluation.load_classifier(config, builder))
@@ -204,24 +260,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   pending_metrics, unchecked = [], None
   interval_start, interval_steps = time.perf_counter(), 0
   try:
-    for step in range(start_step, num_steps):
-      state, metrics = step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
-      done = step + 1
-      stopping = stop.requested(done)
-      # Checking the previous step's metrics keeps this step's dispatch asynchronous.
+    step = start_step
+    while step < num_steps:
+      count = _steps_until_boundary(step, num_steps, config)
+      state, metrics = run_steps(state, step, count)
+      done = step + count
+      # Every step's id, in order: with several processes that is where they agree to stop.
+      stopping = any([stop.requested(s) for s in range(step + 1, done + 1)])
+      # Checking the previous dispatch's metrics keeps this one asynchronous.
       if unchecked is not None:
         _check_finite(*unchecked, config.on_nonfinite, manager)
       unchecked = (done, metrics)
       pending_metrics.append(metrics)
-      interval_steps += 1
+      interval_steps += count
       if step == start_step:
         jax.block_until_ready(state)
-        logging.info('First step (compilation included) took %.1f s.',
-                     time.perf_counter() - interval_start)
+        logging.info('First %s (compilation included) took %.1f s.',
+                     'step' if count == 1 else f'{count} steps', time.perf_counter() - interval_start)
         interval_start, interval_steps = time.perf_counter(), 0
+      step = done
       if done % config.log_every_steps == 0 or done == num_steps:
         summary = {k: float(v) for k, v in jax.tree.map(
-            lambda *xs: jnp.mean(jnp.stack(xs)), *pending_metrics).items()}
+            lambda *xs: jnp.mean(jnp.concatenate([jnp.atleast_1d(x) for x in xs])),
+            *pending_metrics).items()}
         pending_metrics = []
         seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
         images_per_second = config.batch_size / seconds_per_step if interval_steps else 0.0
