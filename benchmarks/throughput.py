@@ -4,7 +4,9 @@
   python benchmarks/throughput.py --config configs/mnist.py --torch   # and the PyTorch reference
 
 Times the step on synthetic batches already on the devices, then with the real
-input pipeline (when the dataset is at hand), on whatever devices JAX sees (CPU,
+input pipeline (when the dataset is at hand): the host's tf.data, one step per call,
+or with --config.data_on_device=true the images kept on the devices and
+--config.steps_per_dispatch steps per call. On whatever devices JAX sees (CPU,
 GPU, TPU). FLOPs come from XLA's cost analysis of the compiled step. With --torch,
 benchmarks/torch_reference.py runs the same architecture, batch and image size
 afterwards on the same machine and the ratio of images/s is printed.
@@ -28,6 +30,7 @@ from ml_collections import config_flags
 from configs import default
 from vaegan_jax import config_checks
 from vaegan_jax import cpu_convolutions
+from vaegan_jax import device_data
 from vaegan_jax import entry_point
 from vaegan_jax import input_pipeline
 from vaegan_jax import train
@@ -64,13 +67,14 @@ def _peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:
   return None
 
 
-def _time_steps(step_fn, state, next_batch, base_rng, count: int, first: int):
-  """(state, seconds per step) over `count` steps, waiting for the last to finish."""
+def _time_steps(run, state, calls: int, steps_per_call: int = 1):
+  """(state, seconds per step) over `calls` calls of run(state, i) -> state, waiting for
+  the last to finish."""
   start = time.perf_counter()
-  for i in range(first, first + count):
-    state, _ = step_fn(state, next_batch(), jax.random.fold_in(base_rng, i))
+  for i in range(calls):
+    state = run(state, i)
   jax.block_until_ready(state)
-  return state, (time.perf_counter() - start) / count
+  return state, (time.perf_counter() - start) / (calls * steps_per_call)
 
 
 def _flops(compiled) -> float | None:
@@ -109,30 +113,28 @@ def benchmark(config) -> dict:
   start = time.perf_counter()
   compiled = step_fn.lower(state, synthetic, base_rng).compile()
   compile_seconds = time.perf_counter() - start
-  state, first_step_seconds = _time_steps(compiled, state, lambda: synthetic, base_rng, 1, 0)
-  state, _ = _time_steps(compiled, state, lambda: synthetic, base_rng, FLAGS.warmup, 1)
+  on_synthetic = lambda state, i: compiled(state, synthetic, jax.random.fold_in(base_rng, i))[0]
+  state, first_step_seconds = _time_steps(on_synthetic, state, 1)
+  state, _ = _time_steps(on_synthetic, state, FLAGS.warmup)
 
-  batches = None
+  pipeline, pipeline_figures = None, {}
   if FLAGS.pipeline:
     try:
       builder = input_pipeline.get_builder(config)
+      pipeline, state, calls_per_measurement, steps_per_call, pipeline_figures = _pipeline(
+          config, builder, networks, optimizers, state, compiled, base_rng)
     except UserError as e:
-      pipeline_error = f'not measured: {e}'
+      pipeline_figures = {'pipeline': f'not measured: {e}'}
     else:
-      rows = input_pipeline.process_rows(data_sharding, config.batch_size)
-      batches = input_pipeline.prefetch_to_device(
-          input_pipeline.train_batches(builder, config, 0, rows), data_sharding,
-          config.batch_size)
-      state, _ = _time_steps(compiled, state, lambda: next(batches), base_rng, FLAGS.warmup, 0)
+      state, _ = _time_steps(pipeline, state, max(1, FLAGS.warmup // steps_per_call))
   # Synthetic and pipeline-fed steps alternate, best of `repeats` each: a side-by-side
   # ratio that a busy machine's drift does not bias.
   step_seconds, pipeline_seconds = [], []
   for _ in range(FLAGS.repeats):
-    state, seconds = _time_steps(compiled, state, lambda: synthetic, base_rng, FLAGS.steps, 0)
+    state, seconds = _time_steps(on_synthetic, state, FLAGS.steps)
     step_seconds.append(seconds)
-    if batches is not None:
-      state, seconds = _time_steps(compiled, state, lambda: next(batches), base_rng,
-                                   FLAGS.steps, 0)
+    if pipeline is not None:
+      state, seconds = _time_steps(pipeline, state, calls_per_measurement, steps_per_call)
       pipeline_seconds.append(seconds)
   step_seconds = min(step_seconds)
   device = jax.devices()[0]
@@ -144,7 +146,9 @@ def benchmark(config) -> dict:
       'config': {'dataset': config.dataset, 'image_size': config.image_size,
                  'num_channels': config.num_channels, 'batch_size': config.batch_size,
                  'dtype': config.dtype, 'model': config.model,
-                 'cpu_winograd': config.get('cpu_winograd', True)},
+                 'cpu_winograd': config.get('cpu_winograd', True),
+                 'data_on_device': config.data_on_device,
+                 'steps_per_dispatch': config.steps_per_dispatch},
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
       'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
                  for name in train_state.used_networks(config)},
@@ -164,13 +168,53 @@ def benchmark(config) -> dict:
   if flops and peak:
     figures['fraction_of_peak'] = figures['achieved_tflops'] / (peak * jax.device_count())
 
+  figures.update(pipeline_figures)
   if pipeline_seconds:
     figures['pipeline_step_seconds'] = min(pipeline_seconds)
     figures['pipeline_images_per_second'] = config.batch_size / min(pipeline_seconds)
     figures['pipeline_fraction_of_synthetic'] = step_seconds / min(pipeline_seconds)
-  elif FLAGS.pipeline:
-    figures['pipeline'] = pipeline_error
   return figures
+
+
+def _images_per_second(batches, batch_size: int, count: int) -> float:
+  """How fast `batches` deliver images to the devices, with no step to feed: the most
+  images/s that any device could train on from them."""
+  jax.block_until_ready(next(batches))  # Start-up (tf.data's threads, the file reads).
+  start = time.perf_counter()
+  for _ in range(count):
+    jax.block_until_ready(next(batches))
+  return count * batch_size / (time.perf_counter() - start)
+
+
+def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_rng):
+  """(run(state, i) -> state, state, calls per measurement, steps per call, figures): the
+  train step fed by the input pipeline config.data_on_device selects, ready to time
+  (the on-device one has run once: its compile time is a figure)."""
+  replicated, data_sharding = train.data_parallel_shardings()
+  if not config.data_on_device:
+    rows = input_pipeline.process_rows(data_sharding, config.batch_size)
+    host_batches = lambda: input_pipeline.prefetch_to_device(
+        input_pipeline.train_batches(builder, config, 0, rows), data_sharding,
+        config.batch_size)
+    batches = host_batches()
+    run = lambda state, i: compiled_step(state, next(batches), jax.random.fold_in(base_rng, i))[0]
+    return run, state, FLAGS.steps, 1, {
+        'pipeline': 'host (tf.data), one step per call',
+        'pipeline_alone_images_per_second': _images_per_second(host_batches(), config.batch_size,
+                                                               count=4 * FLAGS.steps)}
+
+  images = device_data.put_on_devices(device_data.load_images(builder, config), replicated)
+  steps_per_call = config.steps_per_dispatch
+  scan = device_data.default_scan(data_sharding)
+  run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan)
+  run = lambda state, i: run_steps(state, images, steps_per_call)[0]
+  start = time.perf_counter()
+  state = jax.block_until_ready(run(state, 0))
+  figures = {'pipeline': f'on the devices, {steps_per_call} steps per call'
+                         f'{" (lax.scan)" if scan and steps_per_call > 1 else ""}',
+             'pipeline_first_call_seconds': time.perf_counter() - start,
+             'pipeline_images_bytes': images.nbytes}
+  return run, state, max(1, round(FLAGS.steps / steps_per_call)), steps_per_call, figures
 
 
 def _torch_reference(config) -> dict:

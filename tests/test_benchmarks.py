@@ -5,14 +5,18 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import TINY, command_line_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_throughput_benchmark_reports_its_figures(tfds_data_dir, compilation_cache, tmp_path):
+@pytest.mark.parametrize('pipeline', [{}, {'data_on_device': True, 'steps_per_dispatch': 2}])
+def test_throughput_benchmark_reports_its_figures(tfds_data_dir, compilation_cache, tmp_path,
+                                                  pipeline):
   out = tmp_path / 'figures.json'
-  flags = command_line_flags({**TINY, 'data_dir': tfds_data_dir})
+  flags = command_line_flags({**TINY, 'data_dir': tfds_data_dir, **pipeline})
   result = subprocess.run(
       [sys.executable, 'benchmarks/throughput.py', '--config', 'configs/digits.py', *flags,
        '--steps=2', '--warmup=1', '--repeats=1', f'--json={out}'],
@@ -23,6 +27,12 @@ def test_throughput_benchmark_reports_its_figures(tfds_data_dir, compilation_cac
   assert figures['images_per_second'] > 0 and figures['compile_seconds'] > 0
   assert figures['gflop_per_image'] > 0 and figures['peak_memory_bytes'] > 0
   assert 0 < figures['pipeline_fraction_of_synthetic']
+  if pipeline:
+    assert figures['pipeline'] == 'on the devices, 2 steps per call'  # No lax.scan on CPU.
+    assert figures['pipeline_images_bytes'] == 1497 * 8 * 8
+  else:
+    assert figures['pipeline'] == 'host (tf.data), one step per call'
+    assert figures['pipeline_alone_images_per_second'] > 0
   assert 'images_per_second' in result.stdout  # The printed table.
   # On CPU: which convolutions ran (the tiny networks' are all XLA's own anyway).
   user_flag = '--xla_cpu_experimental_ynn_fusion_type' in os.environ.get('XLA_FLAGS', '')
