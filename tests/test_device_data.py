@@ -125,6 +125,12 @@ def test_a_dispatch_stops_at_the_next_log_checkpoint_or_end(step, expected):
   assert train._steps_until_boundary(step, 10, config) == expected
 
 
+def test_a_log_step_reached_by_the_first_dispatch_alone_shows_no_speed():
+  line = train.progress_line(10, 20, {'kl': 1.5}, None, None)
+  assert line == 'step 10/20 | kl 1.5 | first steps, compilation included'
+  assert train.progress_line(20, 40, {'kl': 1.5}, 64.0, 1.0).endswith('64.0 img/s | ETA 0m20s')
+
+
 class _Manager:
   def latest_step(self):
     return 4

@@ -47,14 +47,17 @@ def _format_duration(seconds: float) -> str:
 
 
 def progress_line(step: int, num_steps: int, metrics: dict[str, float],
-                  images_per_second: float, seconds_per_step: float) -> str:
-  """One human-readable line: step, the loss terms, throughput and time left."""
+                  images_per_second: float | None, seconds_per_step: float | None) -> str:
+  """One human-readable line: step, the loss terms, throughput and time left (None
+  where the interval held only the first, compiling, steps)."""
   terms = ' '.join(f'{short} {metrics[key]:.4g}' for key, short in _PROGRESS_TERMS
                    if key in metrics)
   skipped = ''.join(f' skipped-{name[8:]} {metrics[name]:.0%}' for name in metrics
                     if name.startswith('skipped/') and metrics[name] > 0)
   if metrics.get('nonfinite', 0) > 0:
     skipped += f' non-finite {metrics["nonfinite"]:.0%}'
+  if seconds_per_step is None:
+    return f'step {step}/{num_steps} | {terms}{skipped} | first steps, compilation included'
   eta = _format_duration((num_steps - step) * seconds_per_step)
   return (f'step {step}/{num_steps} | {terms}{skipped} | {images_per_second:.1f} img/s | '
           f'ETA {eta}')
@@ -284,9 +287,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             lambda *xs: jnp.mean(jnp.concatenate([jnp.atleast_1d(x) for x in xs])),
             *pending_metrics).items()}
         pending_metrics = []
-        seconds_per_step = (time.perf_counter() - interval_start) / max(interval_steps, 1)
-        images_per_second = config.batch_size / seconds_per_step if interval_steps else 0.0
-        summary['images_per_second'] = images_per_second
+        # Nothing timed when the first (compiling) dispatch reaches a log step by itself.
+        seconds_per_step = images_per_second = None
+        if interval_steps:
+          seconds_per_step = (time.perf_counter() - interval_start) / interval_steps
+          images_per_second = config.batch_size / seconds_per_step
+          summary['images_per_second'] = images_per_second
         writer.write_scalars(done, summary)
         if is_chief:
           logging.info(progress_line(done, num_steps, summary, images_per_second,
