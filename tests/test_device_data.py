@@ -160,3 +160,12 @@ def test_what_cannot_run_from_the_devices_is_refused_before_anything_is_written(
                      r'--config.data_on_device=false trains from the host pipeline'):
     train.train_and_evaluate(config, tmp_path / 'run')
   assert not (tmp_path / 'run').exists()
+
+
+def test_images_of_different_shapes_are_refused(mock_tfds, tmp_path):
+  config = tiny(digits.get_config())
+  config.dataset, config.eval_split, config.data_on_device = 'tf_flowers', 'train', True
+  with pytest.raises(ConfigError, match=r'the images of tf_flowers differ in shape '
+                     r'\(None, None, 3\).*--config.data_on_device=false'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  assert not (tmp_path / 'run').exists()
