@@ -3,8 +3,9 @@
   python -m tests.train_worker WORKDIR DATA_DIR OUT.npz [COORDINATOR NUM_PROCESSES PROCESS_ID]
   python -m tests.train_worker WORKDIR DATA_DIR OUT.npz data_on_device
 
-The second trains from the images kept on the devices (config.data_on_device). Saves this process's copy of every array of the final state to OUT.npz; with one
-process, also images decoded from fixed z sharded over all devices.
+The second trains from the images kept on the devices (config.data_on_device). Saves
+this process's copy of every array of the final state to OUT.npz; with one process,
+also images decoded from fixed z sharded over all devices.
 """
 
 import sys

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vaegan_jax import input_pipeline
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError
 from vaegan_jax.train_state import Networks, Optimizers, TrainState
@@ -63,9 +64,7 @@ def load_images(builder: tfds.core.DatasetBuilder,
           f'config.data_on_device: the {num_images} images of {builder.name}:'
           f'{config.train_split} take {size / 2**30:.1f} GiB, more than '
           f'{MAX_MEMORY_FRACTION:.0%} of a device\'s {limit / 2**30:.1f} GiB; {_SWITCH_OFF}.')
-  dataset = builder.as_dataset(split=config.train_split, shuffle_files=False)
-  dataset = dataset.map(lambda example: example[config.image_key])
-  return np.concatenate(list(dataset.batch(4096).as_numpy_iterator()))
+  return input_pipeline.images_array(builder, config.train_split, config.image_key)
 
 
 def put_on_devices(images: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
@@ -133,7 +132,7 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
   step_fn = functools.partial(train_step_lib.train_step, networks=networks,
                               optimizers=optimizers, config=config)
   batch_size = config.batch_size
-  crop = tuple(config.crop) if config.get('crop') else None
+  crop = input_pipeline.crop_box(config)
   if scan is None:
     scan = default_scan(data_sharding)
 

@@ -106,7 +106,8 @@ def preprocess(image: tf.Tensor, image_size: int, num_channels: int,
   return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
 
 
-def _crop(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | None:
+def crop_box(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | None:
+  """config.crop as preprocess takes it: (top, bottom, left, right), or None."""
   return tuple(config.crop) if config.get('crop') else None
 
 
@@ -114,13 +115,19 @@ def _images(builder: tfds.core.DatasetBuilder, split: str, image_key: str,
             in_memory: bool = False, decode: bool = True) -> tf.data.Dataset:
   """The split's images in file order: uint8 arrays, optionally decoded once into host
   memory, or (decode=False, not in memory) still encoded, for the caller to decode."""
-  decoders = None if decode or in_memory else {image_key: tfds.decode.SkipDecoding()}
+  if in_memory:
+    return tf.data.Dataset.from_tensor_slices(images_array(builder, split, image_key))
+  decoders = None if decode else {image_key: tfds.decode.SkipDecoding()}
   dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+  return dataset.map(lambda example: example[image_key])
+
+
+def images_array(builder: tfds.core.DatasetBuilder, split: str, image_key: str) -> np.ndarray:
+  """The split's decoded images in file order as one uint8 array [N, H, W, C]: needs
+  images of one shape (mnist, cifar10, digits)."""
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
   dataset = dataset.map(lambda example: example[image_key])
-  if in_memory:  # One array: needs images of one shape (mnist, cifar10, digits).
-    array = np.concatenate(list(dataset.batch(4096).as_numpy_iterator()))
-    dataset = tf.data.Dataset.from_tensor_slices(array)
-  return dataset
+  return np.concatenate(list(dataset.batch(4096).as_numpy_iterator()))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -154,7 +161,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
   images = _images(builder, config.train_split, config.image_key, config.cache_dataset,
                    decode=False)
   image_feature = builder.info.features[config.image_key]
-  crop = _crop(config)
+  crop = crop_box(config)
 
   def prepare(image):
     if image.dtype == tf.string:
@@ -183,7 +190,7 @@ def fixed_images(builder: tfds.core.DatasetBuilder, config: ml_collections.Confi
   """The first `count` images of a split (config.eval_split by default), preprocessed."""
   dataset = _images(builder, split or config.eval_split, config.image_key).take(count)
   dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels,
-                                            _crop(config)))
+                                            crop_box(config)))
   return next(dataset.batch(count).as_numpy_iterator())
 
 
@@ -195,7 +202,7 @@ def labelled_images(builder: tfds.core.DatasetBuilder, config: ml_collections.Co
   if label_key not in class_labels(builder):
     raise ConfigError(f'config.eval.label_key={label_key!r} is not a class label of '
                       f'{builder.name}; its class labels: {class_labels(builder) or "none"}.')
-  crop = _crop(config)
+  crop = crop_box(config)
   dataset = builder.as_dataset(split=split, shuffle_files=False)
   if limit is not None:
     dataset = dataset.take(limit)
@@ -242,7 +249,7 @@ def images_by_attribute(builder: tfds.core.DatasetBuilder, config: ml_collection
   examples = builder.as_dataset(split=split, shuffle_files=False).take(limit)
   for example in examples.as_numpy_iterator():
     image = preprocess(example[config.image_key], config.image_size, config.num_channels,
-                       _crop(config))
+                       crop_box(config))
     groups[_has_attribute(example, attribute)].append(image.numpy())
   if not groups[True] or not groups[False]:
     raise ConfigError(f'attribute {attribute!r}: among the first {limit} examples of '
