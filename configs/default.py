@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.networks.disl_layer = 4  # Dis_l: which convolution (counted from 1) gives the similarity features ...
   config.networks.disl_features = 'post_activation'  # ... after BN + activation (seed) or 'pre_norm' (paper code).
   config.networks.batch_norm_momentum = 0.9  # Flax convention: PyTorch's momentum 0.1.
+  # Biases in the layers that BatchNorm follows: the seed has them (and its parameter
+  # counts); BatchNorm cancels them, so False (flax's ResNet, DCGAN) drops dead weights.
+  config.networks.bias_before_norm = True
 
   # Losses (losses.py, train_step.py).
   config.loss = ml_collections.ConfigDict()

@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.networks.decoder_kernel_size = 4
   config.networks.discriminator_widths = (16, 32, 64, 64)
   config.networks.discriminator_dense_width = 128
+  config.networks.bias_before_norm = False
   config.loss.gamma = 0.1
   config.loss.beta = 0.5
   config.loss.decoder_gan_loss = 'non_saturating'

@@ -3,11 +3,14 @@
   python -m tests.train_worker WORKDIR DATA_DIR OUT.npz [COORDINATOR NUM_PROCESSES PROCESS_ID]
   python -m tests.train_worker WORKDIR DATA_DIR OUT.npz data_on_device
 
-The second trains from the images kept on the devices (config.data_on_device). Saves
-this process's copy of every array of the final state to OUT.npz; with one process,
-also images decoded from fixed z sharded over all devices.
+The second trains from the images kept on the devices (config.data_on_device), then
+replays its steps through the host pipeline's step, fed by hand the batches that the
+devices should have gathered. Saves this process's copy of every array of the final
+state to OUT.npz (the replay's as 'replayed/...'); with one process, also images
+decoded from fixed z sharded over all devices.
 """
 
+import functools
 import sys
 
 from absl import logging
@@ -16,7 +19,8 @@ import numpy as np
 
 from configs import digits
 from tests.conftest import SCALE_OUT_RUN, override, tiny
-from vaegan_jax import entry_point, sampling, train, train_state
+from vaegan_jax import device_data, entry_point, input_pipeline, sampling, train, train_state
+from vaegan_jax import train_step
 
 
 def flat_arrays(tree) -> dict[str, np.ndarray]:
@@ -25,6 +29,30 @@ def flat_arrays(tree) -> dict[str, np.ndarray]:
   return {jax.tree_util.keystr(path, simple=True, separator='/'):
           np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
           for path, leaf in leaves}
+
+
+def replay_on_device_batches(config) -> train_state.TrainState:
+  """config.num_train_steps host steps, on batch rows of device_data's epoch orders."""
+  builder = input_pipeline.get_builder(config)
+  stored = device_data.load_images(builder, config)
+  steps_per_epoch = len(stored) // config.batch_size
+  replicated, data_sharding = train.data_parallel_shardings()
+  networks = train_state.build_networks(config)
+  optimizers = train_state.build_optimizers(config, steps_per_epoch)
+  state = jax.jit(functools.partial(train_state.create_train_state, config=config,
+                                    networks=networks, optimizers=optimizers),
+                  out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  step_fn = train_step.make_train_step(config, networks, optimizers)
+  # Jitted as on the devices: eager and compiled preprocessing round differently.
+  preprocess = jax.jit(device_data.preprocess, static_argnums=(1, 2))
+  for step in range(config.num_train_steps):
+    order = np.asarray(device_data.epoch_order(config, step // steps_per_epoch, len(stored)))
+    start = (step % steps_per_epoch) * config.batch_size
+    images = preprocess(stored[order[start:start + config.batch_size]], config.image_size,
+                        config.num_channels)
+    state, _ = step_fn(state, {'image': jax.device_put(images, data_sharding)},
+                       jax.random.fold_in(state.rng, step))
+  return state
 
 
 def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
@@ -38,6 +66,9 @@ def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
   config.data_on_device = data_on_device
   state = train.train_and_evaluate(config, workdir)
   arrays = flat_arrays(state)
+  if data_on_device:
+    arrays.update({f'replayed/{key}': value
+                   for key, value in flat_arrays(replay_on_device_batches(config)).items()})
   if jax.process_count() == 1:
     mesh = jax.make_mesh((jax.device_count(),), ('data',),
                          axis_types=(jax.sharding.AxisType.Auto,))

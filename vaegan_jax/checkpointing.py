@@ -94,6 +94,7 @@ def read_config_json(path: epath.PathLike) -> dict:
   saved = json.loads(epath.Path(path).read_text())
   if isinstance(saved.get('model'), dict):  # Runs from before config.model chose the model.
     saved['networks'], saved['model'] = saved['model'], 'vaegan'
+  saved['networks'].setdefault('bias_before_norm', True)  # Earlier runs always had them.
   return saved
 
 

@@ -114,7 +114,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config, 'steps_per_dispatch', lambda v: v == 1 or config.data_on_device is True,
            'needs --config.data_on_device=true: the host pipeline feeds one step per call')
   for field in ('cache_dataset', 'data_on_device', 'checkpoint_fallback', 'loss.concat_batches',
-                'loss.equilibrium_gating', 'optim.eps_in_sqrt'):
+                'loss.equilibrium_gating', 'optim.eps_in_sqrt', 'networks.bias_before_norm',
+                'cpu_winograd'):
     _require(config, field, lambda v: isinstance(v, bool), 'must be True or False')
   _require(config, 'eval.every_steps', lambda v: _is_int(v) and v >= 0,
            'must be an integer >= 0 (0: evaluate only with evaluate.py)')

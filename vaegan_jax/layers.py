@@ -56,6 +56,7 @@ class SubpixelConvTranspose(nn.Module):
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
+  use_bias: bool = True
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   dtype: Any = None  # Computation dtype; None: the input's.
@@ -67,7 +68,6 @@ class SubpixelConvTranspose(nn.Module):
     (kh, kw), (sh, sw) = self.kernel_size, self.strides
     in_features = x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (kh, kw, in_features, self.features))
-    bias = self.param('bias', self.bias_init, (self.features,))
     taps_h, low_h, window_h = phase_taps(kh, sh)
     taps_w, low_w, window_w = phase_taps(kw, sw)
     padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # Index k is the zero tap.
@@ -83,4 +83,7 @@ class SubpixelConvTranspose(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     y = y.reshape(batch, height, width, sh, sw, self.features)
     y = y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height * sh, width * sw, self.features)
+    if not self.use_bias:
+      return y
+    bias = self.param('bias', self.bias_init, (self.features,))
     return y + bias.astype(y.dtype)

@@ -2,7 +2,10 @@
 
 The layer tables follow the seed PyTorch implementation (Larsen et al. 2016, 64x64):
 with its settings the parameter counts are identical (tests/test_models.py).
-Convolutions keep their bias in front of BatchNorm, as the seed's do, and BatchNorm
+Layers followed by BatchNorm keep their bias with `bias_before_norm` (the seed's
+layers, whose parameter counts it gives), or drop it, as flax's ResNet and DCGAN
+code do: BatchNorm subtracts it again, so its true gradient is zero and what it
+gets is rounding noise, which RMSProp scales up to full-size steps. BatchNorm
 uses momentum 0.9 / epsilon 1e-5, which is PyTorch's momentum 0.1 in Flax's
 convention. Every network takes `train` and keeps BatchNorm statistics in the
 `batch_stats` collection.
@@ -32,9 +35,12 @@ def _convolution(cpu_winograd: bool):
 
 
 def _batch_norm(train: bool, momentum: float, dtype: Any) -> nn.BatchNorm:
-  """Statistics are computed in float32 whatever `dtype` (Flax promotes them)."""
+  """Statistics in float32 whatever `dtype` (Flax promotes them), the variance in two
+  passes, as PyTorch does: E[x^2] - E[x]^2 loses digits where a channel's mean is
+  large against its spread (the digits' flat background), and with them the
+  agreement of runs that sum in another order (1 and 8 devices)."""
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                      dtype=dtype)
+                      dtype=dtype, use_fast_variance=False)
 
 
 def decoder_plan(image_size: int, num_layers: int) -> tuple[int, tuple[int, ...]]:
@@ -64,6 +70,7 @@ class Encoder(nn.Module):
   dense_width: int = 2048
   activation: str = 'leaky_relu'
   batch_norm_momentum: float = 0.9
+  bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
   cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
 
@@ -72,10 +79,11 @@ class Encoder(nn.Module):
     act = ACTIVATIONS[self.activation]
     for width in self.widths:
       x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                  use_bias=self.bias_before_norm,
                   conv_general_dilated=_convolution(self.cpu_winograd))(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((x.shape[0], -1))
-    x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
+    x = nn.Dense(self.dense_width, dtype=self.dtype, use_bias=self.bias_before_norm)(x)
     x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     mu = nn.Dense(self.latent_dim, name='mu', dtype=self.dtype)(x).astype(jnp.float32)
     logvar = nn.Dense(self.latent_dim, name='logvar', dtype=self.dtype)(x).astype(jnp.float32)
@@ -95,6 +103,7 @@ class Decoder(nn.Module):
   kernel_size: int = 6
   activation: str = 'leaky_relu'
   batch_norm_momentum: float = 0.9
+  bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
   cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
 
@@ -102,12 +111,14 @@ class Decoder(nn.Module):
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     start, strides = decoder_plan(self.image_size, len(self.widths))
-    x = nn.Dense(start * start * self.widths[0], dtype=self.dtype)(z)
+    x = nn.Dense(start * start * self.widths[0], dtype=self.dtype,
+                 use_bias=self.bias_before_norm)(z)
     x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((z.shape[0], start, start, self.widths[0]))
     kernel = (self.kernel_size, self.kernel_size)
     for width, stride in zip(self.widths, strides):
       x = SubpixelConvTranspose(width, kernel, strides=(stride, stride), dtype=self.dtype,
+                                use_bias=self.bias_before_norm,
                                 conv_general_dilated=_convolution(self.cpu_winograd))(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = SubpixelConvTranspose(self.num_channels, (5, 5), dtype=self.dtype)(x)
@@ -129,6 +140,7 @@ class Discriminator(nn.Module):
   disl_layer: int = 4
   disl_features: str = 'post_activation'
   batch_norm_momentum: float = 0.9
+  bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
   cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
 
@@ -137,17 +149,19 @@ class Discriminator(nn.Module):
     act = ACTIVATIONS[self.activation]
     features = None
     for index, (width, stride) in enumerate(zip(self.widths, self.strides)):
+      # The first block has no BatchNorm, as in DCGAN and the seed: it keeps its bias.
       x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME', dtype=self.dtype,
+                  use_bias=self.bias_before_norm or index == 0,
                   conv_general_dilated=_convolution(self.cpu_winograd))(x)
       if index + 1 == self.disl_layer and self.disl_features == 'pre_norm':
         features = x
-      if index > 0:  # The first block has no BatchNorm, as in DCGAN and the seed.
+      if index > 0:
         x = _batch_norm(train, self.batch_norm_momentum, self.dtype)(x)
       x = act(x)
       if index + 1 == self.disl_layer and self.disl_features == 'post_activation':
         features = x
     x = x.reshape((x.shape[0], -1))
-    x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
+    x = nn.Dense(self.dense_width, dtype=self.dtype, use_bias=self.bias_before_norm)(x)
     x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     logits = nn.Dense(1, dtype=self.dtype)(x)[:, 0]
     return (logits.astype(jnp.float32),

@@ -72,6 +72,7 @@ def _only_used(config: ml_collections.ConfigDict, built: dict[str, Any]) -> dict
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
   m = config.networks
   common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum,
+                bias_before_norm=m.bias_before_norm,
                 dtype=jnp.dtype(config.get('dtype') or 'float32'),
                 cpu_winograd=config.get('cpu_winograd', True))
   return Networks(**_only_used(config, dict(
