@@ -1,84 +1,43 @@
-"""Shared fixtures: tiny configs, an isolated TFDS data dir, and a compile cache.
+"""Fixtures (an isolated TFDS data dir, tiny configs, mock TFDS) and the environment
+every test and every process it starts runs in.
 
-Tests train real (tiny) networks; the persistent compilation cache lets tests,
-and the subprocesses some of them start, reuse XLA executables.
+The tests' XLA executables persist between runs in a compilation cache,
+.jax_cache/ in the repository by default (VAEGAN_TEST_COMPILATION_CACHE moves it;
+`rm -rf .jax_cache` clears it). It is set through the environment before JAX
+starts, so the train.py and worker processes that tests start use it too.
 """
 
 import os
 
+from tests.helpers import ROOT
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ.get(
+    'VAEGAN_TEST_COMPILATION_CACHE', os.path.join(ROOT, '.jax_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 from vaegan_jax import cpu_convolutions
 
-# As every entry point does before JAX starts: tests, and the train.py processes some
-# of them start (which inherit XLA_FLAGS), run the same convolution kernels, so their
-# results can be compared bit for bit.
+# As every entry point does before JAX starts: tests, and the processes they start
+# (which inherit XLA_FLAGS), run the same convolution kernels.
 cpu_convolutions.use_eigen_convolutions()
 
-import jax
 import ml_collections
 import pytest
 import tensorflow as tf
 
 from configs import digits
+from tests.helpers import tiny
 from vaegan_jax import input_pipeline
 
 tf.config.set_visible_devices([], 'GPU')
-
-
-@pytest.fixture(scope='session', autouse=True)
-def compilation_cache(tmp_path_factory) -> str:
-  path = os.environ.get('VAEGAN_TEST_COMPILATION_CACHE') or str(
-      tmp_path_factory.mktemp('jax_cache'))
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  return path
 
 
 @pytest.fixture(scope='session')
 def tfds_data_dir(tmp_path_factory) -> str:
   """A TFDS data dir of the tests' own (the digits are prepared there once)."""
   return str(tmp_path_factory.mktemp('tensorflow_datasets'))
-
-
-# The network every test trains: compiles and steps in seconds on CPU.
-TINY = {
-    'networks.latent_dim': 8, 'networks.encoder_widths': (8, 16, 16), 'networks.encoder_dense_width': 32,
-    'networks.decoder_widths': (16, 8, 8), 'networks.decoder_kernel_size': 4,
-    'networks.discriminator_widths': (8, 8, 16, 16), 'networks.discriminator_dense_width': 16,
-    'batch_size': 16, 'num_train_steps': 4, 'log_every_steps': 2, 'checkpoint_every_steps': 2,
-    'num_sample_images': 16,
-}
-
-
-# The runs compared across device and process counts: every step's losses logged. The
-# digits config has no biases in front of BatchNorm (networks.bias_before_norm): their
-# true gradient is zero, so RMSProp turned the rounding noise they get, which the order
-# of sums over devices changes, into full learning-rate steps.
-SCALE_OUT_RUN = {'num_train_steps': 4, 'log_every_steps': 1, 'checkpoint_every_steps': 2}
-
-
-def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
-  """Sets dotted fields ('networks.latent_dim') as --config.<field>=<value> would."""
-  for field, value in changes.items():
-    *parents, name = field.split('.')
-    target = config
-    for parent in parents:
-      target = target[parent]
-    target[name] = value
-  return config
-
-
-def command_line_flags(changes: dict) -> list[str]:
-  """The same changes as train.py flags."""
-  return [f'--config.{field}=' + (str(value).replace(' ', '') if isinstance(value, tuple)
-                                  else str(value)) for field, value in changes.items()]
-
-
-def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks any config to the TINY network."""
-  return override(config, TINY)
 
 
 @pytest.fixture

@@ -5,28 +5,50 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from tests.conftest import TINY, command_line_flags
+from configs import digits
+from tests.helpers import ROOT, TINY, command_line_flags, override, tiny
+from vaegan_jax import train_state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # Subprocesses that compile the seed-size networks.
 
 
 @pytest.mark.parametrize('pipeline', [{}, {'data_on_device': True, 'steps_per_dispatch': 2}])
-def test_throughput_benchmark_reports_its_figures(tfds_data_dir, compilation_cache, tmp_path,
+def test_throughput_benchmark_reports_its_figures(tfds_data_dir, tmp_path,
                                                   pipeline):
   out = tmp_path / 'figures.json'
   flags = command_line_flags({**TINY, 'data_dir': tfds_data_dir, **pipeline})
   result = subprocess.run(
       [sys.executable, 'benchmarks/throughput.py', '--config', 'configs/digits.py', *flags,
        '--steps=2', '--warmup=1', '--repeats=1', f'--json={out}'],
-      cwd=ROOT, env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache),
+      cwd=ROOT, env=None,
       capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(out.read_text())['jax']
-  assert figures['images_per_second'] > 0 and figures['compile_seconds'] > 0
-  assert figures['gflop_per_image'] > 0 and figures['peak_memory_bytes'] > 0
-  assert 0 < figures['pipeline_fraction_of_synthetic']
+  # The figures are consistent with each other and with the model they timed.
+  assert figures['images_per_second'] == pytest.approx(16 / figures['step_seconds'])
+  assert figures['gflop_per_image'] == pytest.approx(figures['gflop_per_step'] / 16)
+  assert figures['achieved_tflops'] == pytest.approx(
+      figures['gflop_per_step'] / 1e3 / figures['step_seconds'])
+  params = figures['params']
+  config = override(tiny(digits.get_config()), {})
+  networks = train_state.build_networks(config)
+  expected = {name: sum(x.size for x in jax.tree.leaves(jax.eval_shape(
+      lambda n=getattr(networks, name), i=inputs: n.init(jax.random.PRNGKey(0), i, train=False)
+  )['params'])) for name, inputs in (('encoder', jnp.zeros((1, 32, 32, 1))),
+                                      ('decoder', jnp.zeros((1, 8))),
+                                      ('discriminator', jnp.zeros((1, 32, 32, 1))))}
+  assert params == expected
+  # Parameters, RMSProp state and a batch are all in memory at once during the step.
+  assert figures['peak_memory_bytes'] >= 4 * 2 * sum(params.values()) + 4 * 16 * 32 * 32
+  # A flop count below the convolutions' multiply-adds alone would be wrong: Enc's first
+  # layer alone, forward, is 16 x 16x16 outputs x 8 channels x 25 taps.
+  assert figures['gflop_per_image'] * 1e9 > 2 * 16 * 16 * 8 * 25
+  assert figures['compile_seconds'] > figures['step_seconds'] > 0
+  assert 0 < figures['pipeline_fraction_of_synthetic'] < 2
   if pipeline:
     assert figures['pipeline'] == 'on the devices, 2 steps per call'  # No lax.scan on CPU.
     assert figures['pipeline_images_bytes'] == 1497 * 8 * 8
@@ -48,3 +70,7 @@ def test_convolution_benchmark_times_every_layer():
   rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
   for layer in ('enc1', 'dis4', 'dec4', 'total'):
     assert len(rows[layer]) == 3 and all(float(ms) > 0 for ms in rows[layer])
+  layers = [name for name in rows if name != 'total' and len(rows[name]) == 3]
+  for column in range(3):  # The total is the sum of the layers' times.
+    assert float(rows['total'][column]) == pytest.approx(
+        sum(float(rows[name][column]) for name in layers), abs=0.05 * len(layers) + 0.05)

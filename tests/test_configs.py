@@ -14,8 +14,8 @@ from configs import digits
 from configs import mnist
 from vaegan_jax import config_checks
 from vaegan_jax.errors import ConfigError
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('module', [default, digits, mnist, cifar10, cifar10_tpu, celeba])
@@ -66,6 +66,7 @@ def test_invalid_values_name_the_field(field, value):
     config_checks.validate_config(config)
 
 
+@pytest.mark.slow
 def test_command_line_rejects_bad_override_before_compiling(tmp_path):
   result = subprocess.run(
       [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',

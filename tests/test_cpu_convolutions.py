@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # Fresh processes, as XLA reads its flags at start.
+
 # XLA reads its flags when JAX starts its backend: each case needs a fresh process.
 # The convolution is one of the decoder's (batch 64, 32x32, 128 channels), large
 # enough for jaxlib to hand it to YNNPACK by default; it is compiled, not run.
@@ -11,6 +15,7 @@ _PROGRAM = """
 from vaegan_jax import cpu_convolutions, entry_point
 settings = entry_point.set_up()
 import jax, jax.numpy as jnp
+
 conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
     x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
 compiled = conv.lower(jax.ShapeDtypeStruct((64, 32, 32, 128), jnp.float32),

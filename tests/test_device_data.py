@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from configs import digits
 from configs import mnist
-from tests.conftest import tiny
+from tests.helpers import tiny
 from vaegan_jax import device_data
 from vaegan_jax import input_pipeline
 from vaegan_jax import train
@@ -60,6 +60,7 @@ def _assert_same_losses(metrics, expected, start=0):
                                atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 def test_scanned_steps_train_on_their_batches_of_the_epoch(mock_tfds):
   """Three steps over 40 mock images in batches of 16 (two steps per epoch), taken by
   hand from the epochs' orders and fed to the host's step, against the last two in a
@@ -99,6 +100,7 @@ def test_scanned_steps_train_on_their_batches_of_the_epoch(mock_tfds):
   _assert_same_losses(metrics, by_hand, start=1)
 
 
+@pytest.mark.slow
 def test_a_run_from_the_devices_checkpoints_at_its_intervals_and_resumes(tiny_digits_config,
                                                                          tmp_path):
   config = tiny_digits_config

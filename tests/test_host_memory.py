@@ -7,11 +7,14 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # A fresh process (mallopt is process-wide).
+
 # Allocates, touches and frees a 256 MB block as XLA does its buffers, then counts the
 # page faults of doing it three times more. mallopt() is process-wide: a fresh process.
 _PROGRAM = """
 import ctypes, resource
 from vaegan_jax import host_memory
+
 applied = host_memory.keep_freed_memory()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 from configs import celeba
 from configs import cifar10
 from configs import mnist
-from tests.conftest import tiny
+from tests.helpers import tiny
 from vaegan_jax import input_pipeline
 from vaegan_jax.errors import ConfigError, DatasetUnavailableError
 

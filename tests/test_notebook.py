@@ -4,8 +4,12 @@ import os
 
 import nbclient
 import nbformat
+import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # A Jupyter kernel running the whole notebook.
+
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'colab_tpu.ipynb')
 
 
@@ -13,13 +17,13 @@ def _text(cell) -> str:
   return ''.join(output.get('text', '') for output in cell.outputs)
 
 
-def test_colab_notebook_runs_in_its_smoke_test_mode(tfds_data_dir, compilation_cache,
+def test_colab_notebook_runs_in_its_smoke_test_mode(tfds_data_dir,
                                                     tmp_path, monkeypatch):
   workdir = tmp_path / 'run'
   monkeypatch.setenv('VAEGAN_NOTEBOOK_SMOKE_TEST', '1')
   monkeypatch.setenv('VAEGAN_NOTEBOOK_WORKDIR', str(workdir))
   monkeypatch.setenv('TFDS_DATA_DIR', tfds_data_dir)  # The digits, prepared once per session.
-  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', compilation_cache)
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR')
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
                           resources={'metadata': {'path': ROOT}}).execute()

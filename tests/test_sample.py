@@ -13,14 +13,13 @@ from PIL import Image
 import pytest
 
 from configs import digits
-from tests.conftest import tiny
+from tests.helpers import ROOT, run_script, tiny
 from vaegan_jax import figures
 from vaegan_jax import image_files
 from vaegan_jax import inference
 from vaegan_jax import train
 from vaegan_jax.errors import CheckpointError, ImageReadError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_digits(data_dir):
@@ -142,11 +141,11 @@ def test_figures_have_the_promised_layout(trained):
   np.testing.assert_allclose(jnp.linalg.norm(slerp, axis=1), jnp.sqrt(8.0), rtol=1e-5)
 
 
-def test_command_line_writes_four_figures_and_reports_bad_input(trained, tmp_path,
-                                                               compilation_cache):
+@pytest.mark.slow
+def test_command_line_writes_four_figures_and_reports_bad_input(trained, tmp_path):
   workdir, _ = trained
   before = _snapshot(workdir)
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
+  env = None
 
   def run(*args):
     return subprocess.run([sys.executable, 'sample.py', '--workdir', str(workdir), *args],
@@ -163,4 +162,47 @@ def test_command_line_writes_four_figures_and_reports_bad_input(trained, tmp_pat
   assert 'error: ' in bad.stderr and 'no checkpoint of step 3' in bad.stderr
   assert 'Traceback' not in bad.stderr
   assert not (tmp_path / 'bad').exists()
+  assert _snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_command_line_refuses_bad_flags_and_images_with_a_message(trained, tmp_path):
+  workdir, _ = trained
+  before = _snapshot(workdir)
+  outdir = tmp_path / 'figures'
+
+  def run(*args):
+    return run_script('sample.py', '--workdir', workdir, '--outdir', outdir, *args)
+
+  def assert_refused(result, *phrases):
+    assert result.returncode != 0, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    for phrase in phrases:
+      assert phrase in last, (phrase, last)
+    assert not outdir.exists()  # Nothing written.
+
+  empty, corrupt, tiny_images = (tmp_path / name for name in ('empty', 'corrupt', 'tiny'))
+  for folder in (empty, corrupt, tiny_images):
+    folder.mkdir()
+  (corrupt / 'a.png').write_bytes(b'not a png')
+  for i in range(2):
+    Image.fromarray(np.full((2, 3), 60 * i + 50, np.uint8)).save(tiny_images / f'{i}.png')
+
+  assert_refused(run('--num', '0'), '--num=0: must be >= 1')
+  assert_refused(run('--figures', 'samples,bogus'), "unknown ['bogus']", 'samples')
+  assert_refused(run('--with_attribute', tmp_path), '--with_attribute and --without_attribute')
+  assert_refused(run('--images', empty), 'holds no image files')
+  assert_refused(run('--images', tmp_path / 'missing'), 'is not a folder of images')
+  assert_refused(run('--images', corrupt, '--figures', 'reconstructions'),
+                 'a.png cannot be read as an image', '--skip_unreadable')
+  assert_refused(run('--images', corrupt, '--figures', 'reconstructions', '--skip_unreadable'),
+                 'holds no readable image')
+
+  # Images far smaller than the model's are upsampled, as training would: it draws them.
+  done = run('--images', tiny_images, '--figures', 'reconstructions,interpolations', '--num', '2')
+  assert done.returncode == 0, done.stderr[-3000:]
+  for name in ('reconstructions', 'interpolations'):
+    figure = np.asarray(Image.open(outdir / f'{name}.png'))
+    assert figure.ndim == 2 and figure.std() > 0, name
   assert _snapshot(workdir) == before

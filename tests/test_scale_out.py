@@ -12,11 +12,12 @@ import sys
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
 from configs import digits
-from tests.conftest import SCALE_OUT_RUN, override, tiny
+from tests.helpers import ROOT, SCALE_OUT_RUN, override, run_script, tiny
 from tests.train_worker import flat_arrays
 from vaegan_jax import config_checks
 from vaegan_jax import inference
@@ -24,7 +25,6 @@ from vaegan_jax import input_pipeline
 from vaegan_jax import train
 from vaegan_jax.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Float32 sums in another order, through 4 RMSProp steps: close, not bit-identical. Every
 # array of the state is compared; on an AMD EPYC the largest difference was 0.16 of this.
 TOLERANCE = dict(rtol=2e-4, atol=2e-5)
@@ -67,9 +67,8 @@ def one_device_run(tfds_data_dir, tmp_path_factory):
   return _train_on_one_device(_config(tfds_data_dir), tmp_path_factory.mktemp('one_device'))
 
 
-def _worker(args, devices, compilation_cache, log_path):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_COMPILATION_CACHE_DIR=compilation_cache)
+def _worker(args, devices, log_path):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   return subprocess.Popen([sys.executable, '-m', 'tests.train_worker', *map(str, args)],
                           cwd=ROOT, env=env, stdout=open(log_path, 'w'),
                           stderr=subprocess.STDOUT)
@@ -80,10 +79,11 @@ def _finish(process, log_path, timeout=600):
   return log_path.read_text()
 
 
-def test_eight_devices_train_as_one(one_device_run, tfds_data_dir, compilation_cache,
+@pytest.mark.slow
+def test_eight_devices_train_as_one(one_device_run, tfds_data_dir,
                                     tmp_path):
   workdir, out, log = tmp_path / 'eight', tmp_path / 'eight.npz', tmp_path / 'eight.log'
-  _finish(_worker([workdir, tfds_data_dir, out], 8, compilation_cache, log), log)
+  _finish(_worker([workdir, tfds_data_dir, out], 8, log), log)
   eight = dict(np.load(out))
   _assert_same_training(workdir, eight, *one_device_run)
 
@@ -92,9 +92,26 @@ def test_eight_devices_train_as_one(one_device_run, tfds_data_dir, compilation_c
   images = inference.decode(model, jax.random.normal(jax.random.PRNGKey(7), (16, 8)))
   np.testing.assert_allclose(images, eight['decoded_fixed_z'], atol=1e-5)
 
+  # sample.py and evaluate.py read it on one device, and training resumes there.
+  drawn = run_script('sample.py', '--workdir', workdir, '--outdir', tmp_path / 'figures',
+                     '--num', '4')
+  assert drawn.returncode == 0, drawn.stderr[-3000:]
+  for name in ('samples', 'reconstructions', 'interpolations', 'attributes'):
+    assert np.asarray(Image.open(tmp_path / 'figures' / f'{name}.png')).std() > 0, name
+  scored = run_script('evaluate.py', '--workdir', workdir, '--num_samples', '50',
+                      '--classifier_dir', tmp_path / 'classifiers')
+  assert scored.returncode == 0, scored.stderr[-3000:]
+  assert (workdir / 'eval' / 'step_000004.json').exists()
+  config = _config(tfds_data_dir)
+  config.num_train_steps = 6
+  resumed = jax.device_get(train.train_and_evaluate(config, workdir))
+  assert int(resumed.step) == 6 and inference.available_steps(workdir)[-1] == 6
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(resumed))
 
+
+@pytest.mark.slow
 def test_eight_devices_train_from_the_stored_images_on_their_batches(tfds_data_dir,
-                                                                    compilation_cache, tmp_path):
+                                                                    tmp_path):
   """config.data_on_device: every device holds the images; each gathers and
   preprocesses the global batch's rows that the sharding gives it. The steps equal
   the host pipeline's step fed those batches by hand, on the same 8 devices (that
@@ -103,7 +120,7 @@ def test_eight_devices_train_from_the_stored_images_on_their_batches(tfds_data_d
   (compute_gradients agrees with a direct jax.grad to 1e-5 on the host order's,
   to 3e-2 on these, and to 1e-5 on these in float64), so 1 and 8 devices part."""
   workdir, out, log = tmp_path / 'eight', tmp_path / 'eight.npz', tmp_path / 'eight.log'
-  text = _finish(_worker([workdir, tfds_data_dir, out, 'data_on_device'], 8, compilation_cache,
+  text = _finish(_worker([workdir, tfds_data_dir, out, 'data_on_device'], 8,
                          log), log)
   assert 'Keeping the 1497 training images (0.1 MB) on the devices' in text
   arrays = dict(np.load(out))
@@ -120,14 +137,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_as_one(one_device_run, tfds_data_dir, compilation_cache,
+@pytest.mark.slow
+def test_two_processes_train_as_one(one_device_run, tfds_data_dir,
                                     tmp_path):
   workdir = tmp_path / 'two_processes'
   coordinator = f'127.0.0.1:{_free_port()}'
   outs = [tmp_path / f'process_{i}.npz' for i in range(2)]
   logs = [tmp_path / f'process_{i}.log' for i in range(2)]
   processes = [_worker([workdir, tfds_data_dir, outs[i], coordinator, 2, i], 2,
-                       compilation_cache, logs[i]) for i in range(2)]
+                       logs[i]) for i in range(2)]
   try:
     texts = [_finish(p, log) for p, log in zip(processes, logs)]
   finally:
@@ -169,6 +187,7 @@ def test_a_batch_the_devices_cannot_split_is_refused_with_a_fix(monkeypatch):
     config_checks.validate_config(config)
 
 
+@pytest.mark.slow
 def test_an_incomplete_multi_process_launch_says_what_to_give(tmp_path):
   result = subprocess.run(
       [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',

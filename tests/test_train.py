@@ -13,11 +13,10 @@ from PIL import Image
 from configs import celeba
 from configs import cifar10
 from configs import mnist
-from tests.conftest import TINY, command_line_flags, tiny
+from tests.helpers import ROOT, TINY, command_line_flags, tiny
 from vaegan_jax import train
 from vaegan_jax.errors import WorkdirMismatchError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _checkpoint_steps(workdir):
@@ -59,9 +58,18 @@ def test_digits_run_writes_checkpoints_samples_logs_and_resumes(tiny_digits_conf
   assert json.loads((workdir / 'config.json').read_text())['networks']['latent_dim'] == 8
 
 
-@pytest.mark.parametrize('get_config, image_size', [(mnist.get_config, 28),
-                                                    (cifar10.get_config, 32),
-                                                    (celeba.get_config, 64)])
+def test_only_the_last_keep_checkpoints_are_kept(tiny_digits_config, tmp_path):
+  config = tiny_digits_config
+  config.num_train_steps, config.checkpoint_every_steps, config.keep_checkpoints = 8, 2, 2
+  train.train_and_evaluate(config, tmp_path)
+  assert _checkpoint_steps(tmp_path) == [6, 8]
+  assert len(list((tmp_path / 'samples').iterdir())) == 4  # Every checkpoint's grid stays.
+
+
+@pytest.mark.parametrize('get_config, image_size', [
+    pytest.param(mnist.get_config, 28, marks=pytest.mark.slow),
+    pytest.param(cifar10.get_config, 32, marks=pytest.mark.slow),
+    pytest.param(celeba.get_config, 64, marks=pytest.mark.slow)])
 def test_seed_configs_train_on_mock_tfds(mock_tfds, tmp_path, get_config, image_size):
   config = tiny(get_config())
   config.image_size = image_size
@@ -74,9 +82,10 @@ def test_seed_configs_train_on_mock_tfds(mock_tfds, tmp_path, get_config, image_
   assert grid.shape[-1] == 3 if config.num_channels == 3 else grid.ndim == 2
 
 
-def test_command_line_trains_and_resumes(tfds_data_dir, compilation_cache, tmp_path):
+@pytest.mark.slow
+def test_command_line_trains_and_resumes(tfds_data_dir, tmp_path):
   """The README's command, shrunk: train, then re-run to resume from the checkpoint."""
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache)
+  env = None
 
   def run(steps):  # A relative --workdir, as in the README.
     return subprocess.run(

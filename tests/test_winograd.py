@@ -54,6 +54,7 @@ def _convolutions_compiled(fn, *args) -> int:
   return jax.jit(fn).lower(*args).compile().as_text().count(' convolution(')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kernel_size, stride, channels, features, size, dtype, padding, winograd_runs', [
     (3, 1, 128, 128, 8, jnp.float32, 'SAME', True),
     (5, 2, 32, 128, 8, jnp.float32, 'SAME', True),  # 4 * 32 space-to-depth channels.
@@ -81,6 +82,7 @@ def test_conv_general_dilated_uses_winograd_only_where_it_applies(
   else:
     np.testing.assert_array_equal(y, expected)
 
+@pytest.mark.slow
 
 def test_subpixel_conv_transpose_with_winograd_equals_conv_transpose():
   """The decoder's layers: a 6x6 stride-2 transposed convolution is a 3x3 one with 4x the
@@ -94,6 +96,7 @@ def test_subpixel_conv_transpose_with_winograd_equals_conv_transpose():
   np.testing.assert_allclose(subpixel.apply(variables, x), reference.apply(variables, x),
                              atol=1e-4)
 
+@pytest.mark.slow
 
 def test_seed_networks_agree_with_and_without_winograd():
   """cpu_winograd=False is the escape hatch: the same networks on XLA's convolutions.

@@ -13,12 +13,16 @@ decoded from fixed z sharded over all devices.
 import functools
 import sys
 
+from vaegan_jax import cpu_convolutions
+
+cpu_convolutions.use_eigen_convolutions()  # As the tests' own process runs them.
+
 from absl import logging
 import jax
 import numpy as np
 
 from configs import digits
-from tests.conftest import SCALE_OUT_RUN, override, tiny
+from tests.helpers import SCALE_OUT_RUN, override, tiny
 from vaegan_jax import device_data, entry_point, input_pipeline, sampling, train, train_state
 from vaegan_jax import train_step
 

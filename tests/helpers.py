@@ -1,0 +1,51 @@
+"""What the tests share: the tiny network, config overrides, and running the scripts."""
+
+import os
+import subprocess
+import sys
+
+import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The network every test trains: compiles and steps in seconds on CPU.
+TINY = {
+    'networks.latent_dim': 8, 'networks.encoder_widths': (8, 16, 16),
+    'networks.encoder_dense_width': 32, 'networks.decoder_widths': (16, 8, 8),
+    'networks.decoder_kernel_size': 4, 'networks.discriminator_widths': (8, 8, 16, 16),
+    'networks.discriminator_dense_width': 16, 'batch_size': 16, 'num_train_steps': 4,
+    'log_every_steps': 2, 'checkpoint_every_steps': 2, 'num_sample_images': 16,
+}
+
+# The runs compared across device and process counts: every step's losses logged.
+SCALE_OUT_RUN = {'num_train_steps': 4, 'log_every_steps': 1, 'checkpoint_every_steps': 2}
+
+
+def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
+  """Sets dotted fields ('networks.latent_dim') as --config.<field>=<value> would."""
+  for field, value in changes.items():
+    *parents, name = field.split('.')
+    target = config
+    for parent in parents:
+      target = target[parent]
+    target[name] = value
+  return config
+
+
+def command_line_flags(changes: dict) -> list[str]:
+  """The same changes as train.py flags."""
+  return [f'--config.{field}=' + (str(value).replace(' ', '') if isinstance(value, tuple)
+                                  else str(value)) for field, value in changes.items()]
+
+
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to the TINY network."""
+  return override(config, TINY)
+
+
+def run_script(script: str, *args: str, timeout: float = 600,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+  """`python script args...` from the repository root, as the README runs it; the
+  child inherits the tests' environment (compilation cache, XLA flags)."""
+  return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=timeout)
