@@ -23,7 +23,6 @@ def test_colab_notebook_runs_in_its_smoke_test_mode(tfds_data_dir,
   monkeypatch.setenv('VAEGAN_NOTEBOOK_SMOKE_TEST', '1')
   monkeypatch.setenv('VAEGAN_NOTEBOOK_WORKDIR', str(workdir))
   monkeypatch.setenv('TFDS_DATA_DIR', tfds_data_dir)  # The digits, prepared once per session.
-  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR')
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
                           resources={'metadata': {'path': ROOT}}).execute()

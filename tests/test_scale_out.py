@@ -68,7 +68,8 @@ def one_device_run(tfds_data_dir, tmp_path_factory):
 
 
 def _worker(args, devices, log_path):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ['XLA_FLAGS']} "
+             f'--xla_force_host_platform_device_count={devices}')
   return subprocess.Popen([sys.executable, '-m', 'tests.train_worker', *map(str, args)],
                           cwd=ROOT, env=env, stdout=open(log_path, 'w'),
                           stderr=subprocess.STDOUT)
