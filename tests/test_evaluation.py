@@ -17,6 +17,8 @@ from vaegan_jax import evaluation
 from vaegan_jax import frechet
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
+from vaegan_jax import kid
+from vaegan_jax import spectrum
 from vaegan_jax import train
 from vaegan_jax.errors import ConfigError
 
@@ -211,3 +213,45 @@ def test_command_line_scores_a_gan_without_reconstruction_metrics(gan_run, eval_
                            text=True, timeout=600)
   assert missing.returncode != 0 and 'error: ' in missing.stderr
   assert 'Traceback' not in missing.stderr
+
+
+def test_kernel_distance_is_unbiased_and_grows_with_the_difference():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+  same, spread = kid.kernel_distance(x, y, num_subsets=20, subset_size=200)
+  assert abs(same) < 3 * spread  # Zero in expectation for one distribution, any size.
+  near, _ = kid.kernel_distance(x, y + 0.2, num_subsets=20, subset_size=200)
+  far, _ = kid.kernel_distance(x, y + 1.0, num_subsets=20, subset_size=200)
+  assert same < near < far and near > 3 * spread
+  # The estimate written out term by term, on a few rows.
+  a, b = x[:5], y[:6] + 0.5
+  k = lambda u, v: (u @ v / 8 + 1) ** 3
+  expected = (sum(k(a[i], a[j]) for i in range(5) for j in range(5) if i != j) / 20 +
+              sum(k(b[i], b[j]) for i in range(6) for j in range(6) if i != j) / 30 -
+              2 * sum(k(a[i], b[j]) for i in range(5) for j in range(6)) / 30)
+  assert kid.unbiased_mmd2(a, b) == pytest.approx(expected)
+
+
+def test_sharpness_sees_blur_and_noise():
+  rng = np.random.default_rng(0)
+  sharp = np.sign(rng.normal(size=(8, 32, 32, 1)))  # Edges everywhere.
+  blurred = np.asarray(jax.image.resize(jax.image.resize(sharp, (8, 8, 8, 1), 'linear'),
+                                        sharp.shape, 'linear'))
+  fractions = spectrum.high_frequency_fraction(np.concatenate([sharp, blurred]))
+  assert np.all(fractions[:8] > 0.7) and np.all(fractions[8:] < 0.2)
+  assert spectrum.high_frequency_fraction(np.ones((1, 32, 32, 3))).tolist() == [0.0]
+  assert spectrum.sharpness_ratio(blurred, sharp) < 0.3 < spectrum.sharpness_ratio(sharp, sharp)
+
+
+def test_class_statistics_of_confident_and_of_collapsed_samples():
+  one_hot = 50.0 * np.eye(10)[np.arange(100) % 10]  # Every class, each for certain.
+  stats = evaluation.class_statistics(one_hot)
+  assert stats['confidence'] == pytest.approx(1.0)
+  assert stats['class_entropy'] == pytest.approx(np.log(10))
+  assert stats['classifier_score'] == pytest.approx(10.0, rel=1e-4)
+  collapsed = evaluation.class_statistics(50.0 * np.eye(10)[np.zeros(100, int)])
+  assert collapsed['class_entropy'] == 0.0
+  assert collapsed['classifier_score'] == pytest.approx(1.0)
+  unsure = evaluation.class_statistics(np.zeros((100, 10)))
+  assert unsure['confidence'] == pytest.approx(0.1)
+  assert unsure['classifier_score'] == pytest.approx(1.0)

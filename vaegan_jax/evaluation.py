@@ -1,16 +1,29 @@
 """Scores a model as the paper compares them: sample quality and reconstructions.
 
-In the feature space of the dataset's own classifier (classifier.py):
-  frechet/samples          real test images vs config.eval.num_samples prior samples
-  frechet/reconstructions  real test images vs their reconstructions Dec(mu(x))
-  frechet/train_vs_test    real training vs real test images: what a perfect model
-                           would score with these sample sizes (the floor)
+In the feature space of the dataset's own classifier (classifier.py), against real
+test images (and training images where said):
+  frechet/samples           Fréchet distance to config.eval.num_samples prior samples
+  frechet/samples_vs_train  the same against training images
+  frechet/reconstructions   to the reconstructions Dec(mu(x)) of the test images
+  frechet/train_vs_test     real training vs test images: what a perfect model would
+                            score with these sample sizes (the floor)
+  kid/samples, kid/samples_std  the kernel distance (kid.py, unbiased) to the samples,
+                            and its spread over subsets; kid/train_vs_test its floor
+  samples/confidence        the classifier's mean top-class probability on samples:
+                            are they recognisable digits? (real/confidence: the test
+                            images')
+  samples/class_entropy     entropy (nats) of the histogram of the classes it sees in
+                            the samples: are all classes drawn? (ln 10 = 2.303 at most)
+  samples/classifier_score  exp(E_x KL(p(y|x) || p(y))), the Inception Score's formula
+                            in this classifier (10 at most for ten classes)
   reconstruction/classifier_accuracy  the class kept by the reconstructions
 and in pixels and latents:
-  reconstruction/mse       mean squared error per pixel, images in [-1, 1]
-  kl                       L_prior of the test images, nats per image
-A GAN (no encoder) gets the sample metrics only. Lower is better for all but the
-accuracies.
+  samples/sharpness         high-frequency energy of samples over real images'
+                            (spectrum.py): < 1 blurrier than the data, > 1 noisier
+  reconstruction/mse        mean squared error per pixel, images in [-1, 1]
+  kl                        L_prior of the test images, nats per image
+A GAN (no encoder) gets the sample metrics only. Lower is better for the
+distances, MSE and KL; higher for confidence, entropy, score and accuracy.
 """
 
 import json
@@ -27,6 +40,8 @@ from vaegan_jax import classifier as classifier_lib
 from vaegan_jax import frechet
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
+from vaegan_jax import kid
+from vaegan_jax import spectrum
 
 Metrics = dict[str, float]
 
@@ -35,6 +50,20 @@ def model_samples(model: inference.Model, num: int, rng: jax.Array) -> np.ndarra
   """`num` images Dec(z), z ~ N(0, I), in [-1, 1]."""
   latents = np.asarray(inference.prior_latents(model, num, rng))
   return inference.map_in_chunks(lambda z: inference.decode(model, z), latents)
+
+
+def class_statistics(logits: np.ndarray) -> dict[str, float]:
+  """What a classifier makes of a set of images: confidence, class entropy and score."""
+  probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  probabilities /= probabilities.sum(axis=-1, keepdims=True)
+  counts = np.bincount(np.argmax(logits, axis=-1), minlength=logits.shape[-1])
+  histogram = counts / counts.sum()
+  marginal = probabilities.mean(axis=0)
+  kl = np.sum(probabilities * (np.log(probabilities + 1e-12) - np.log(marginal + 1e-12)), axis=-1)
+  return {'confidence': float(np.mean(probabilities.max(axis=-1))),
+          'class_entropy': float(-np.sum(histogram[histogram > 0] *
+                                         np.log(histogram[histogram > 0]))),
+          'classifier_score': float(np.exp(np.mean(kl)))}
 
 
 def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
@@ -49,15 +78,23 @@ def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
   else:
     real, labels = input_pipeline.fixed_images(builder, config, limit), None
   samples = model_samples(model, config.eval.num_samples, rng)
-  metrics = {'num_samples': float(len(samples)), 'num_real': float(len(real))}
+  metrics = {'num_samples': float(len(samples)), 'num_real': float(len(real)),
+             'samples/sharpness': spectrum.sharpness_ratio(samples, real)}
   if has_classifier:
-    _, real_features = classifier_lib.apply(classifier, real)
-    _, sample_features = classifier_lib.apply(classifier, samples)
+    real_logits, real_features = classifier_lib.apply(classifier, real)
+    sample_logits, sample_features = classifier_lib.apply(classifier, samples)
     train_real, _ = input_pipeline.labelled_images(builder, config, config.train_split, limit)
     _, train_features = classifier_lib.apply(classifier, train_real)
     metrics['classifier/test_accuracy'] = classifier.test_accuracy
     metrics['frechet/samples'] = frechet.features_distance(real_features, sample_features)
+    metrics['frechet/samples_vs_train'] = frechet.features_distance(train_features,
+                                                                    sample_features)
     metrics['frechet/train_vs_test'] = frechet.features_distance(real_features, train_features)
+    metrics['kid/samples'], metrics['kid/samples_std'] = kid.kernel_distance(
+        real_features, sample_features)
+    metrics['kid/train_vs_test'], _ = kid.kernel_distance(real_features, train_features)
+    metrics.update({f'samples/{k}': v for k, v in class_statistics(sample_logits).items()})
+    metrics.update({f'real/{k}': v for k, v in class_statistics(real_logits).items()})
   if model.networks.encoder is not None:
     mu, logvar = inference.map_in_chunks(lambda x: inference.encode(model, x), real)
     recons = inference.map_in_chunks(lambda z: inference.decode(model, z), mu)
