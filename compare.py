@@ -1,16 +1,17 @@
-"""Trains the paper's four models on the same data and budget and scores them side by side.
+"""Trains the paper's four models on the same data and budget, over several seeds, and
+scores them side by side.
 
   python compare.py --workdir runs/compare
   python compare.py --workdir runs/compare_mnist --config configs/mnist.py \
-      --config.num_train_steps=5000
+      --config.num_train_steps=5000 --seeds 0,1
 
 Larsen et al. (2016, Figure 3 and Table 1) compare a VAE (pixel-wise likelihood),
 VAE_Dis_l (the learned similarity, no GAN term for Dec), a GAN and the VAE/GAN.
-Each model trains from the same config (only config.model differs) in
-WORKDIR/<model> (re-running resumes or, when done, only re-scores), then is
-scored by evaluation.py. Writes WORKDIR/results.md (a markdown table),
-results.json, and samples.png (a grid of prior samples per model, the same
-latents for all).
+Each model trains from the same config (only config.model and config.seed differ)
+in WORKDIR/<model>/seed_<seed> (re-running resumes or, when done, only re-scores),
+then is scored by evaluation.py on --num_samples samples. Writes WORKDIR/results.md
+(mean ± standard deviation over the seeds), results.json (every seed's metrics),
+and samples.png (prior samples of each model's first seed, the same latents for all).
 """
 
 import json
@@ -38,38 +39,54 @@ from vaegan_jax import train
 from vaegan_jax import train_state
 from vaegan_jax.errors import ConfigError, UserError
 
-flags.DEFINE_string('workdir', None, 'Where each model trains (WORKDIR/<model>) and the '
-                    'results go.')
+flags.DEFINE_string('workdir', None, 'Where each model trains (WORKDIR/<model>/seed_<seed>) '
+                    'and the results go.')
 config_flags.DEFINE_config_file('config', 'configs/digits.py', 'The config every model '
-                                'trains with; config.model is set per model.', lock_config=True)
+                                'trains with; config.model and config.seed are set per run.',
+                                lock_config=True)
 flags.DEFINE_list('models', list(train_state.MODELS), 'Which models, in table order.')
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds per model.')
+flags.DEFINE_integer('num_samples', 5000, 'Prior samples scored per run.')
 flags.DEFINE_integer('grid_side', 6, 'Samples per row and column of each grid in samples.png.')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
-# (metric, column title, format); "lower is better" unless the title says otherwise.
-COLUMNS = (('frechet/samples', 'FD samples', '.2f'),
-           ('frechet/reconstructions', 'FD reconstructions', '.2f'),
+# (metric, column title, format); lower is better unless the title has a '↑'.
+COLUMNS = (('frechet/samples', 'FD test', '.1f'),
+           ('frechet/samples_vs_train', 'FD train', '.1f'),
+           ('kid/samples', 'KID', '.3f'),
+           ('samples/confidence', 'confidence ↑', '.3f'),
+           ('samples/class_entropy', 'class entropy ↑', '.3f'),
+           ('samples/classifier_score', 'class. score ↑', '.2f'),
+           ('samples/sharpness', 'sharpness (1: as real)', '.2f'),
+           ('frechet/reconstructions', 'FD recon.', '.1f'),
            ('reconstruction/mse', 'recon. MSE', '.4f'),
-           ('reconstruction/classifier_accuracy', 'recon. class kept (higher better)', '.1%'),
-           ('kl', 'KL (nats)', '.1f'))
+           ('reconstruction/classifier_accuracy', 'class kept ↑', '.1%'))
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-  """One row per model; '-' where a metric does not apply (a GAN has no encoder)."""
+def _mean_std(values: list[float], fmt: str) -> str:
+  if len(values) == 1:
+    return format(values[0], fmt)
+  return f'{format(np.mean(values), fmt)} ± {format(np.std(values, ddof=1), fmt)}'
+
+
+def markdown_table(rows: dict[str, list[dict]]) -> str:
+  """One row per model (and weights): mean ± standard deviation over its seeds' runs;
+  '-' where a metric does not apply (a GAN has no encoder)."""
   header = ['model', *(title for _, title, _ in COLUMNS), 'train time']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
-  for model, result in results.items():
-    metrics = result['metrics']
-    cells = [f'`{model}`'] + [format(metrics[key], fmt) if key in metrics else '-'
-                              for key, _, fmt in COLUMNS]
-    cells.append(f'{result["train_seconds"] / 60:.1f} min')
+  for name, runs in rows.items():
+    cells = [name]
+    for key, _, fmt in COLUMNS:
+      values = [run['metrics'][key] for run in runs if key in run['metrics']]
+      cells.append(_mean_std(values, fmt) if values else '-')
+    cells.append(f'{np.mean([run["train_seconds"] for run in runs]) / 60:.1f} min')
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path) -> float:
-  """Trains (or resumes) one model; returns the seconds spent, this run's and earlier ones'."""
+  """Trains (or resumes) one run; returns the seconds spent, this run's and earlier ones'."""
   record = workdir / 'train_seconds.json'
   spent = json.loads(record.read_text())['seconds'] if record.exists() else 0.0
   start = time.perf_counter()
@@ -79,42 +96,75 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path) -> float:
   return spent
 
 
+def _score(workdir: epath.Path, use_ema: bool) -> tuple[inference.Model, dict]:
+  model = inference.load_model(workdir, use_ema=use_ema)
+  model.config.eval.num_samples = FLAGS.num_samples
+  builder = input_pipeline.get_builder(model.config)
+  classifier = evaluation.load_classifier(model.config, builder)
+  metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(0))
+  return model, metrics
+
+
+def _check_flags() -> list[int]:
+  unknown = [m for m in FLAGS.models if m not in train_state.MODELS]
+  if unknown or not FLAGS.models:
+    raise ConfigError(f'--models={",".join(FLAGS.models)}: each must be one of '
+                      f'{", ".join(train_state.MODELS)}.')
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    raise ConfigError(f'--seeds={",".join(FLAGS.seeds)}: must be integers.') from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ConfigError(f'--seeds={",".join(FLAGS.seeds)}: give distinct integers.')
+  if FLAGS.num_samples < 2:
+    raise ConfigError(f'--num_samples={FLAGS.num_samples}: must be >= 2.')
+  return seeds
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   entry_point.set_up()
   workdir = epath.Path(FLAGS.workdir)
-  unknown = [m for m in FLAGS.models if m not in train_state.MODELS]
+  start = time.perf_counter()
   try:
-    if unknown or not FLAGS.models:
-      raise ConfigError(f'--models={",".join(FLAGS.models)}: each must be one of '
-                        f'{", ".join(train_state.MODELS)}.')
-    results, panels = {}, []
-    for model in FLAGS.models:
-      config = FLAGS.config.copy_and_resolve_references()
-      config.model = model
-      logging.info('=== %s ===', model)
-      seconds = _train(config, workdir / model)
-      trained = inference.load_model(workdir / model)
-      builder = input_pipeline.get_builder(trained.config)
-      classifier = evaluation.load_classifier(trained.config, builder)
-      metrics = evaluation.evaluate(trained, builder, classifier, jax.random.PRNGKey(0))
-      evaluation.write_metrics(workdir / model, trained.step, metrics)
-      results[model] = {'metrics': metrics, 'step': trained.step, 'train_seconds': seconds}
-      samples = inference.sample(trained, FLAGS.grid_side**2, jax.random.PRNGKey(1))
-      panels.append(image_grid.titled(
-          image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model))
+    seeds = _check_flags()
+    rows, panels, results = {}, [], {}
+    for model_name in FLAGS.models:
+      for seed in seeds:
+        config = FLAGS.config.copy_and_resolve_references()
+        config.model, config.seed = model_name, seed
+        run_dir = workdir / model_name / f'seed_{seed}'
+        logging.info('=== %s, seed %d ===', model_name, seed)
+        seconds = _train(config, run_dir)
+        for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
+          model, metrics = _score(run_dir, use_ema)
+          name = f'`{model_name}`' + (', weights without EMA' if config.ema_decay > 0 and
+                                      not use_ema else '')
+          run = {'seed': seed, 'step': model.step, 'ema': model.uses_ema, 'metrics': metrics,
+                 'train_seconds': seconds}
+          rows.setdefault(name, []).append(run)
+          results.setdefault(model_name, []).append(run)
+          if use_ema == (config.ema_decay > 0) and seed == seeds[0]:
+            samples = inference.sample(model, FLAGS.grid_side**2, jax.random.PRNGKey(1))
+            panels.append(image_grid.titled(
+                image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name))
   except UserError as e:
     sys.exit(f'error: {e}')
 
-  first = next(iter(results.values()))['metrics']
-  notes = (f'{FLAGS.config.dataset}, {first["num_samples"]:.0f} samples and '
-           f'{first["num_real"]:.0f} real test images per Fréchet distance (FD) in the '
-           'features of a classifier trained on the dataset')
+  first = next(iter(rows.values()))[0]['metrics']
+  notes = (f'{FLAGS.config.dataset}, {len(seeds)} training seeds per model (mean ± standard '
+           f'deviation), {first["num_samples"]:.0f} samples per run against '
+           f'{first["num_real"]:.0f} real test images (FD test, KID) and as many training '
+           'images (FD train), in the features of a classifier trained on the dataset')
   if 'classifier/test_accuracy' in first:
-    notes += (f' ({first["classifier/test_accuracy"]:.1%} test accuracy; real training vs '
-              f'test images: FD {first["frechet/train_vs_test"]:.2f})')
-  table = markdown_table(results)
+    notes += (f' ({first["classifier/test_accuracy"]:.1%} test accuracy; real test images: '
+              f'confidence {first["real/confidence"]:.3f}, class entropy '
+              f'{first["real/class_entropy"]:.3f}, score {first["real/classifier_score"]:.2f}; '
+              f'real training vs test images: FD {first["frechet/train_vs_test"]:.1f}, KID '
+              f'{first["kid/train_vs_test"]:.3f})')
+  notes += f'. compare.py took {(time.perf_counter() - start) / 60:.1f} min here'
+  table = markdown_table(rows)
   (workdir / 'results.md').write_text(f'{table}\n\n{notes}.\n')
   (workdir / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
   image_grid.save_png(workdir / 'samples.png', image_grid.side_by_side(panels))

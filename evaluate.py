@@ -35,6 +35,8 @@ flags.DEFINE_integer('seed', 0, 'Seed of the prior latents.')
 flags.DEFINE_string('data_dir', None, "TFDS data dir; default the run's config.data_dir.")
 flags.DEFINE_string('classifier_dir', None, 'Where evaluation classifiers are cached; default '
                     "the run's config.eval.classifier_dir, else ~/.cache/vaegan_jax/classifiers.")
+flags.DEFINE_bool('ema', True, "Use the moving average of Enc's and Dec's weights where the run "
+                  'kept one (config.ema_decay > 0); --noema: the weights themselves.')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -44,7 +46,7 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   entry_point.set_up()
   try:
-    model = inference.load_model(FLAGS.workdir, FLAGS.step)
+    model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
     config = model.config
     if 'eval' not in config:  # A run from before evaluation existed: the defaults.
       config.eval = default.get_config().eval
@@ -56,8 +58,8 @@ def main(argv):
       config.data_dir = FLAGS.data_dir
     if FLAGS.classifier_dir:
       config.eval.classifier_dir = FLAGS.classifier_dir
-    logging.info('Evaluating step %d of %s (a %r model).', model.step, FLAGS.workdir,
-                 config.model)
+    logging.info('Evaluating step %d of %s (a %r model%s).', model.step, FLAGS.workdir,
+                 config.model, ", the weights' moving average" if model.uses_ema else '')
     builder = input_pipeline.get_builder(config)
     classifier = evaluation.load_classifier(config, builder)
     metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))

@@ -60,6 +60,8 @@ flags.DEFINE_string('without_attribute', None, 'A folder of images without it.')
 flags.DEFINE_integer('attribute_examples', 1000, 'Examples of --split scanned for --attribute.')
 flags.DEFINE_list('attribute_scales', ['0.5', '1', '1.5', '2'],
                   'Multiples of the attribute vector added, one column each.')
+flags.DEFINE_bool('ema', True, "Use the moving average of Enc's and Dec's weights where the run "
+                  'kept one (config.ema_decay > 0); --noema: the weights themselves.')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -157,8 +159,9 @@ def main(argv):
     _check_flags()
     if FLAGS.images:
       image_files.list_images(FLAGS.images)  # Fail on a bad folder before restoring.
-    model = inference.load_model(FLAGS.workdir, FLAGS.step)
-    logging.info('Restored step %d of %s.', model.step, FLAGS.workdir)
+    model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
+    logging.info('Restored step %d of %s%s.', model.step, FLAGS.workdir,
+                 " (the weights' moving average)" if model.uses_ema else '')
     drawn = draw(model)
   except UserError as e:
     sys.exit(f'error: {e}')

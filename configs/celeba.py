@@ -34,7 +34,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.networks.decoder_kernel_size = 5
   config.networks.disl_features = 'pre_norm'
   config.loss.discriminator_fakes = 'prior'
-  config.loss.concat_batches = True
   config.loss.equilibrium_gating = True
 
   config.num_epochs = 30

@@ -64,10 +64,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.beta = 1.0  # Enc <- L_prior + beta * L_llike ('vae': L_llike in pixels, beta = 1/sigma^2)
   config.loss.discriminator_fakes = 'both'  # 'reconstructions', 'prior' or 'both' (seed).
   config.loss.decoder_gan_loss = 'saturating'  # As in the paper; or 'non_saturating'.
-  config.loss.concat_batches = False  # One BatchNorm batch for real and fakes (paper code) or separate (seed).
+  # BatchNorm batches: 'joint' runs the real images and the fakes through Dis as one
+  # (the paper's code: Dis can compare them), 'separate' one by one (the seed: each batch
+  # normalised by its own statistics, which leaves Dis near chance); Dec runs z and z_p
+  # 'separate'ly (the paper's code, the seed) or 'joint'ly.
+  config.loss.discriminator_batches = 'joint'
+  config.loss.decoder_batches = 'separate'
   config.loss.equilibrium_gating = False  # The paper code's balancing of Dis and Dec updates.
   config.loss.equilibrium = 0.68
   config.loss.margin = 0.35
+
+  # > 0: also keep an exponential moving average of Enc's and Dec's weights (and BatchNorm
+  # statistics), with this decay per step, saved in checkpoints and used by sample.py,
+  # evaluate.py and the sample grids; 0: off.
+  config.ema_decay = 0.0
 
   # The networks' computation: 'float32', or 'bfloat16' (GPU/TPU tensor cores); parameters,
   # optimizer states, BatchNorm statistics and losses stay float32 either way.

@@ -28,6 +28,7 @@ from vaegan_jax import cpu_convolutions
 # (which inherit XLA_FLAGS), run the same convolution kernels.
 cpu_convolutions.use_eigen_convolutions()
 
+import jax
 import ml_collections
 import pytest
 import tensorflow as tf
@@ -35,6 +36,7 @@ import tensorflow as tf
 from configs import digits
 from tests.helpers import tiny
 from vaegan_jax import input_pipeline
+from vaegan_jax import train
 
 tf.config.set_visible_devices([], 'GPU')
 
@@ -50,6 +52,20 @@ def tiny_digits_config(tfds_data_dir) -> ml_collections.ConfigDict:
   config = tiny(digits.get_config())
   config.data_dir = tfds_data_dir
   return config
+
+
+@pytest.fixture(scope='session')
+def trained_digits(tfds_data_dir, tmp_path_factory):
+  """(workdir, final state) of a tiny digits run of 40 steps, logged and checkpointed at
+  20 and 40: enough for BatchNorm's running statistics to settle and Dis to learn."""
+  config = tiny(digits.get_config())
+  config.data_dir = tfds_data_dir
+  config.num_train_steps = 40
+  config.log_every_steps = 20
+  config.checkpoint_every_steps = 20
+  workdir = tmp_path_factory.mktemp('trained_digits')
+  state = train.train_and_evaluate(config, workdir)
+  return workdir, jax.device_get(state)
 
 
 @pytest.fixture

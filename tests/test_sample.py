@@ -18,26 +18,13 @@ from vaegan_jax import figures
 from vaegan_jax import image_files
 from vaegan_jax import inference
 from vaegan_jax import train
-from vaegan_jax.errors import CheckpointError, ImageReadError
+from vaegan_jax.errors import CheckpointError, ImageReadError, WorkdirMismatchError
 
 
 
-def _tiny_digits(data_dir):
-  config = tiny(digits.get_config())
-  config.data_dir = data_dir
-  return config
-
-
-@pytest.fixture(scope='module')
-def trained(tfds_data_dir, tmp_path_factory):
-  """A tiny digits run of 40 steps (enough for BatchNorm's running statistics to settle)."""
-  config = _tiny_digits(tfds_data_dir)
-  config.num_train_steps = 40
-  config.log_every_steps = 20
-  config.checkpoint_every_steps = 20
-  workdir = tmp_path_factory.mktemp('trained')
-  state = train.train_and_evaluate(config, workdir)
-  return workdir, jax.device_get(state)
+@pytest.fixture
+def trained(trained_digits):
+  return trained_digits
 
 
 def _snapshot(directory):
@@ -206,3 +193,26 @@ def test_command_line_refuses_bad_flags_and_images_with_a_message(trained, tmp_p
     figure = np.asarray(Image.open(outdir / f'{name}.png'))
     assert figure.ndim == 2 and figure.std() > 0, name
   assert _snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_a_moving_average_is_saved_sampled_from_and_resumed(tiny_digits_config, tmp_path):
+  config = tiny_digits_config
+  config.ema_decay = 0.5
+  state = jax.device_get(train.train_and_evaluate(config, tmp_path))
+  model, weights = inference.load_model(tmp_path), inference.load_model(tmp_path, use_ema=False)
+  assert model.uses_ema and not weights.uses_ema
+  for name in ('encoder', 'decoder'):
+    jax.tree.map(np.testing.assert_array_equal, model.variables[name], state.ema[name])
+    jax.tree.map(np.testing.assert_array_equal, weights.variables[name]['params'],
+                 getattr(state, name).params)
+  assert not np.allclose(model.variables['decoder']['params']['Dense_0']['kernel'],
+                         state.decoder.params['Dense_0']['kernel'])
+  assert 'discriminator' not in state.ema  # Dis is not sampled from.
+
+  config.num_train_steps = 6
+  resumed = jax.device_get(train.train_and_evaluate(config, tmp_path))
+  assert int(resumed.step) == 6 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(resumed.ema))
+  config.ema_decay = 0.0  # The state would lose a part: refused, the workdir untouched.
+  with pytest.raises(WorkdirMismatchError, match=r'ema_decay > 0 is True there and False here'):
+    train.train_and_evaluate(config, tmp_path)

@@ -14,10 +14,9 @@ import jax
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow as tf
 
 from configs import digits
-from tests.helpers import ROOT, SCALE_OUT_RUN, override, run_script, tiny
+from tests.helpers import ROOT, SCALE_OUT_RUN, logged_scalars, override, run_script, tiny
 from tests.train_worker import flat_arrays
 from vaegan_jax import config_checks
 from vaegan_jax import inference
@@ -37,13 +36,9 @@ def _config(data_dir):
 
 
 def _logged_losses(workdir) -> dict[tuple[str, int], float]:
-  """{(tag, step): value} of every loss and metric in the run's TensorBoard file."""
-  (events,) = workdir.glob('events.out.tfevents.*')
-  return {(value.tag, event.step): float(tf.make_ndarray(value.tensor))
-          for event in tf.compat.v1.train.summary_iterator(str(events))
-          for value in event.summary.value
-          if value.metadata.plugin_data.plugin_name == 'scalars'
-          and value.tag != 'images_per_second' and not value.tag.startswith('eval/')}
+  """Every loss and metric the run logged, but its speed and evaluations."""
+  return {key: value for key, value in logged_scalars(workdir).items()
+          if key[0] != 'images_per_second' and not key[0].startswith('eval/')}
 
 
 def _assert_same_training(workdir, arrays, expected_workdir, expected_arrays):

@@ -61,3 +61,16 @@ def test_a_model_without_a_network_has_no_optimizer_or_state_for_it():
       rng, config, networks, optimizers), jax.random.PRNGKey(0))
   assert networks.encoder is None and optimizers.encoder is None and state.encoder is None
   assert state.decoder is not None and state.discriminator is not None
+
+
+def test_the_moving_average_moves_towards_the_weights_slowly_then_at_its_decay():
+  ema = {'decoder': {'params': {'w': jnp.zeros(3)}, 'batch_stats': {'mean': jnp.ones(3)}}}
+  network = train_state.NetworkState(params={'w': jnp.full(3, 2.0)},
+                                     batch_stats={'mean': jnp.full(3, 3.0)}, opt_state=())
+  state = train_state.TrainState(step=jnp.array(0), rng=jax.random.PRNGKey(0), encoder=None,
+                                 decoder=network, discriminator=None, ema=ema)
+  first = train_state.update_ema(ema, state, decay=0.999)  # Step 0: rate 1 - 1/10.
+  np.testing.assert_allclose(first['decoder']['params']['w'], 0.9 * 2.0)
+  np.testing.assert_allclose(first['decoder']['batch_stats']['mean'], 1 + 0.9 * 2.0)
+  late = train_state.update_ema(ema, state.replace(step=jnp.array(10**6)), decay=0.999)
+  np.testing.assert_allclose(late['decoder']['params']['w'], 0.001 * 2.0, rtol=1e-4)

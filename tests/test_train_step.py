@@ -56,8 +56,10 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
   noise_rng, prior_rng = jax.random.split(rng)
   n = images.shape[0]
   z_prior = jax.random.normal(prior_rng, (n, config.networks.latent_dim))
+  dis_joint = loss.discriminator_batches == 'joint'
+  dec_joint = loss.decoder_batches == 'joint'
   if model == 'gan':
-    if loss.concat_batches:
+    if dis_joint:
       logits, _ = apply('discriminator', jnp.concatenate([images, apply('decoder', z_prior)]))
       real_logits, prior_logits = logits[:n], logits[n:]
     else:
@@ -79,13 +81,15 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
     pixel_nll = jnp.mean(0.5 * jnp.sum((recon - images)**2, axis=(1, 2, 3)))
     return {'encoder': kl + loss.beta * pixel_nll, 'decoder': pixel_nll}
 
-  if loss.concat_batches:
+  if dec_joint:
     recon, prior = jnp.split(apply('decoder', jnp.concatenate([z, z_prior])), 2)
+  else:
+    recon, prior = apply('decoder', z), apply('decoder', z_prior)
+  if dis_joint:
     logits, features = apply('discriminator', jnp.concatenate([images, recon, prior]))
     real_logits, recon_logits, prior_logits = logits[:n], logits[n:2 * n], logits[2 * n:]
     real_features, recon_features = features[:n], features[n:2 * n]
   else:
-    recon, prior = apply('decoder', z), apply('decoder', z_prior)
     real_logits, real_features = apply('discriminator', images)
     recon_logits, recon_features = apply('discriminator', recon)
     prior_logits, _ = apply('discriminator', prior)
@@ -106,24 +110,26 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
           'discriminator': -l_gan}
 
 
-# Saturating and separate batches: Dec reuses Dis's pull-back
+# Saturating with separate Dis batches: Dec reuses Dis's pull-back
 # (train_step.reuses_dis_gradient_for_gan_decoder); the others pull back their own.
-# The fast tier checks the seed's VAE-GAN and two baselines; `-m slow` every case.
+# The fast tier checks the VAE-GAN and two baselines; `-m slow` every case.
 _slow = pytest.mark.slow
+SEPARATE = dict(discriminator_batches='separate', decoder_batches='separate')  # The seed's.
 ROUTING_CASES = [
-    dict(decoder_gan_loss='saturating'),  # The seed's: separate batches, both fakes.
-    pytest.param(dict(concat_batches=True, discriminator_fakes='prior',
+    dict(decoder_gan_loss='saturating'),  # The paper code's batches, the seed's saturating L_GAN.
+    pytest.param(dict(SEPARATE, decoder_gan_loss='saturating'), marks=_slow),  # The seed's.
+    pytest.param(dict(decoder_batches='joint', discriminator_fakes='prior',
                       decoder_gan_loss='non_saturating', beta=0.5, gamma=2.0), marks=_slow),
-    pytest.param(dict(concat_batches=False, discriminator_fakes='reconstructions', gamma=0.1),
+    pytest.param(dict(SEPARATE, discriminator_fakes='reconstructions', gamma=0.1),
                  marks=_slow),
     # The paper's baselines.
     dict(model='vae', beta=0.5),
-    pytest.param(dict(model='vae_disl', concat_batches=True, beta=0.5, gamma=2.0), marks=_slow),
-    pytest.param(dict(model='vae_disl', beta=0.5), marks=_slow),
+    pytest.param(dict(model='vae_disl', decoder_batches='joint', beta=0.5, gamma=2.0),
+                 marks=_slow),
+    pytest.param(dict(SEPARATE, model='vae_disl', beta=0.5), marks=_slow),
     dict(model='gan', decoder_gan_loss='saturating'),
     pytest.param(dict(model='gan', decoder_gan_loss='non_saturating'), marks=_slow),
-    pytest.param(dict(model='gan', concat_batches=True, decoder_gan_loss='saturating'),
-                 marks=_slow),
+    pytest.param(dict(SEPARATE, model='gan', decoder_gan_loss='saturating'), marks=_slow),
 ]
 
 

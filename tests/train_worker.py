@@ -78,7 +78,8 @@ def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
                          axis_types=(jax.sharding.AxisType.Auto,))
     z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, config.networks.latent_dim)),
                        jax.NamedSharding(mesh, jax.P('data')))
-    images = sampling.decode(train_state.build_networks(config), state, z)
+    images = sampling.decode(train_state.build_networks(config),
+                             train_state.eval_variables(state), z)
     assert len(images.sharding.device_set) == jax.device_count()
     arrays['decoded_fixed_z'] = np.asarray(images)
   np.savez(out, **arrays)

@@ -76,7 +76,9 @@ def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
 
 
 def _shape_fields(config_dict: dict) -> dict:
-  return {k: config_dict.get(k) for k in _SHAPE_FIELDS}
+  fields = {k: config_dict.get(k) for k in _SHAPE_FIELDS}
+  fields['ema_decay > 0'] = config_dict.get('ema_decay', 0) > 0  # Whether the state has `ema`.
+  return fields
 
 
 def _flat(d: dict, prefix: str = '') -> dict:
@@ -95,6 +97,12 @@ def read_config_json(path: epath.PathLike) -> dict:
   if isinstance(saved.get('model'), dict):  # Runs from before config.model chose the model.
     saved['networks'], saved['model'] = saved['model'], 'vaegan'
   saved['networks'].setdefault('bias_before_norm', True)  # Earlier runs always had them.
+  saved.setdefault('ema_decay', 0.0)
+  loss = saved.get('loss', {})
+  if 'concat_batches' in loss:  # One switch for Dis and Dec before they were apart.
+    batches = 'joint' if loss.pop('concat_batches') else 'separate'
+    loss.setdefault('discriminator_batches', batches)
+    loss.setdefault('decoder_batches', batches)
   return saved
 
 

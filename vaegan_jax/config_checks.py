@@ -22,6 +22,8 @@ _CHOICES = {
     'networks.disl_features': models.DISL_FEATURES,
     'loss.discriminator_fakes': ('reconstructions', 'prior', 'both'),
     'loss.decoder_gan_loss': ('saturating', 'non_saturating'),
+    'loss.discriminator_batches': ('joint', 'separate'),
+    'loss.decoder_batches': ('joint', 'separate'),
     'num_channels': (1, 3),
     'on_nonfinite': ('stop', 'skip'),
     'dtype': ('float32', 'bfloat16'),
@@ -94,6 +96,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config, 'loss.margin', lambda v: v >= 0, 'must be >= 0')
 
   _require(config, 'optim.learning_rate', lambda v: v > 0, 'must be > 0')
+  _require(config, 'ema_decay', lambda v: 0 <= v < 1, 'must be in [0, 1) (0: no moving average)')
   for name in ('encoder', 'decoder', 'discriminator'):
     _require(config, f'optim.{name}_lr_mult', lambda v: v >= 0, 'must be >= 0')
   _require(config, 'optim.rmsprop_decay', lambda v: 0 <= v < 1, 'must be in [0, 1)')
@@ -113,7 +116,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            'must be an integer >= 1')
   _require(config, 'steps_per_dispatch', lambda v: v == 1 or config.data_on_device is True,
            'needs --config.data_on_device=true: the host pipeline feeds one step per call')
-  for field in ('cache_dataset', 'data_on_device', 'checkpoint_fallback', 'loss.concat_batches',
+  for field in ('cache_dataset', 'data_on_device', 'checkpoint_fallback',
                 'loss.equilibrium_gating', 'optim.eps_in_sqrt', 'networks.bias_before_norm',
                 'cpu_winograd'):
     _require(config, field, lambda v: isinstance(v, bool), 'must be True or False')

@@ -8,9 +8,9 @@ What sample.py uses, and what a notebook imports:
 
 The networks are rebuilt from the workdir's config.json and the checkpoint is
 read with Orbax onto this machine's first device, whatever number of devices
-trained it. Only what inference needs (parameters and BatchNorm statistics) is
-read unless the whole training state is asked for. Nothing in the workdir is
-ever written.
+trained it. Only what inference needs (parameters and BatchNorm statistics, and
+their moving averages where the run kept them: config.ema_decay) is read unless
+the whole training state is asked for. Nothing in the workdir is ever written.
 """
 
 import dataclasses
@@ -27,8 +27,6 @@ import orbax.checkpoint as ocp
 from vaegan_jax import checkpointing
 from vaegan_jax import train_state
 from vaegan_jax.errors import CheckpointError
-
-_VARIABLES = ('params', 'batch_stats')  # What a network needs in evaluation mode.
 
 
 def map_in_chunks(fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
@@ -47,11 +45,13 @@ def map_in_chunks(fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """The networks of a run and their variables ({'params', 'batch_stats'} per network)."""
+  """The networks of a run and their variables ({'params', 'batch_stats'} per network):
+  the moving averages of Enc's and Dec's where `uses_ema`, else the weights."""
   config: ml_collections.ConfigDict
   networks: train_state.Networks
   variables: dict[str, dict[str, Any]]
   step: int
+  uses_ema: bool = False
 
 
 def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
@@ -63,12 +63,14 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(checkpointing.read_config_json(path))
 
 
-def from_train_state(config: ml_collections.ConfigDict, state: train_state.TrainState) -> Model:
+def from_train_state(config: ml_collections.ConfigDict, state: train_state.TrainState,
+                     use_ema: bool = True) -> Model:
   """The Model of a training state in memory (e.g. to evaluate during training)."""
   # This process's copy of the replicated state, so evaluation runs on one local device.
-  local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), _as_dict(state))
+  local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
+                       train_state.eval_variables(state, use_ema))
   return Model(config=config, networks=train_state.build_networks(config), variables=local,
-               step=int(state.step))
+               step=int(state.step), uses_ema=use_ema and state.ema is not None)
 
 
 def _read_only_manager(workdir: epath.PathLike) -> ocp.CheckpointManager:
@@ -134,11 +136,15 @@ def _check_shapes(metadata: Any, expected: Any, workdir) -> None:
 
 
 def _as_dict(tree: Any) -> Any:
-  """A TrainState-like tree as the nested dict Orbax stores (for partial restores)."""
-  return {
-      name: {field: getattr(getattr(tree, name), field) for field in _VARIABLES}
+  """A TrainState-like tree's variables as the nested dict Orbax stores (for partial
+  restores): {network: {'params', 'batch_stats'}}, and 'ema' where it has one."""
+  variables = {
+      name: train_state.network_variables(getattr(tree, name))
       for name in train_state.NETWORKS if getattr(tree, name) is not None
   }
+  if tree.ema is not None:
+    variables['ema'] = tree.ema
+  return variables
 
 
 def _restore(workdir: epath.PathLike, step: int | None, variables_only: bool):
@@ -164,13 +170,19 @@ def restore_train_state(workdir: epath.PathLike, step: int | None = None
   return config, state
 
 
-def load_model(workdir: epath.PathLike, step: int | None = None) -> Model:
-  """Parameters and BatchNorm statistics of a checkpoint (the latest if step is None).
+def load_model(workdir: epath.PathLike, step: int | None = None, use_ema: bool = True) -> Model:
+  """Parameters and BatchNorm statistics of a checkpoint (the latest if step is None):
+  of Enc and Dec their moving averages, where the run kept them and `use_ema`.
 
   Optimizer states are not read: Orbax restores only the requested subtree.
   """
-  config, networks, variables, step = _restore(workdir, step, variables_only=True)
-  return Model(config=config, networks=networks, variables=variables, step=step)
+  config, networks, restored, step = _restore(workdir, step, variables_only=True)
+  ema = restored.pop('ema', None)
+  uses_ema = use_ema and ema is not None
+  if uses_ema:
+    restored.update(ema)
+  return Model(config=config, networks=networks, variables=restored, step=step,
+               uses_ema=uses_ema)
 
 
 @functools.partial(jax.jit, static_argnums=0)

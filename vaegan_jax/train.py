@@ -252,7 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   def save_checkpoint_and_samples(state):
     step = int(state.step)
     checkpointing.save(manager, state)
-    samples, recons = jax.device_get(preview(state, fixed_z, fixed_real))
+    samples, recons = jax.device_get(preview(train_state.eval_variables(state), fixed_z,
+                                             fixed_real))
     if recons is not None:
       writer.write_scalars(step, {'eval/reconstruction_mse': float(
           np.mean(np.square(recons - fixed_real[:len(recons)])))})

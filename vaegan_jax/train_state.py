@@ -7,7 +7,9 @@ holds only arrays, which jax.jit, shardings and Orbax take as they are.
 
 config.model picks which networks exist (the paper's four models, `MODELS`); a
 network the model does not use is None in `Networks`, `Optimizers` and the
-state, so it is neither built, nor stepped, nor saved.
+state, so it is neither built, nor stepped, nor saved. With config.ema_decay > 0
+the state also keeps an exponential moving average of the encoder's and decoder's
+parameters and BatchNorm statistics (`ema`), which sampling and evaluation use.
 """
 
 from typing import Any, NamedTuple
@@ -21,6 +23,8 @@ import optax
 from vaegan_jax import models
 
 NETWORKS = ('encoder', 'decoder', 'discriminator')
+AVERAGED = ('encoder', 'decoder')  # The networks whose weights config.ema_decay averages.
+VARIABLES = ('params', 'batch_stats')  # What a network needs in evaluation mode.
 
 # The paper's comparison (Larsen et al. 2016, Figure 3, Table 1): the networks each model has.
 MODELS = {
@@ -50,6 +54,33 @@ class TrainState:
   encoder: NetworkState | None
   decoder: NetworkState | None
   discriminator: NetworkState | None
+  # config.ema_decay > 0: {network: {'params', 'batch_stats'}} averaged over the steps,
+  # for the used networks of AVERAGED; else None.
+  ema: dict[str, dict[str, Any]] | None = None
+
+
+def network_variables(network: NetworkState) -> dict[str, Any]:
+  return {field: getattr(network, field) for field in VARIABLES}
+
+
+def eval_variables(state: TrainState, use_ema: bool = True) -> dict[str, dict[str, Any]]:
+  """{network: {'params', 'batch_stats'}} to run the networks in evaluation mode with:
+  the moving averages where the state has them (and `use_ema`), else the weights."""
+  variables = {name: network_variables(getattr(state, name)) for name in NETWORKS
+               if getattr(state, name) is not None}
+  if use_ema and state.ema is not None:
+    variables.update(state.ema)
+  return variables
+
+
+def update_ema(ema: dict[str, dict[str, Any]], state: TrainState, decay: float
+               ) -> dict[str, dict[str, Any]]:
+  """One step of the moving average towards `state`'s weights. The effective decay
+  grows as min(decay, (1 + step) / (10 + step)), so early weights fade out fast."""
+  step = state.step.astype(jnp.float32)
+  rate = 1.0 - jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  current = {name: network_variables(getattr(state, name)) for name in ema}
+  return jax.tree.map(lambda average, new: average + rate * (new - average), ema, current)
 
 
 class Networks(NamedTuple):
@@ -120,4 +151,8 @@ def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict,
     network_states[name] = NetworkState(
         params=params, batch_stats=variables['batch_stats'],
         opt_state=getattr(optimizers, name).init(params))
-  return TrainState(step=jnp.zeros((), jnp.int32), rng=state_rng, **network_states)
+  ema = None
+  if config.ema_decay > 0:
+    ema = {name: network_variables(network_states[name]) for name in AVERAGED
+           if network_states[name] is not None}
+  return TrainState(step=jnp.zeros((), jnp.int32), rng=state_rng, ema=ema, **network_states)

@@ -22,7 +22,7 @@ import optax
 
 from vaegan_jax import losses
 from vaegan_jax.train_state import NETWORKS, NetworkState, Networks, Optimizers, TrainState
-from vaegan_jax.train_state import used_networks
+from vaegan_jax.train_state import update_ema, used_networks
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -37,14 +37,14 @@ def _apply_train(module, params, batch_stats, inputs):
   return outputs, mutated['batch_stats']
 
 
-def _run_batches(module, params, batch_stats, inputs: list[jax.Array], concat: bool):
-  """Applies `module` to each of `inputs`, as one concatenated batch or one by one.
+def _run_batches(module, params, batch_stats, inputs: list[jax.Array], batches: str):
+  """Applies `module` to each of `inputs`, as one 'joint' batch or 'separate' ones.
 
-  Concatenated, BatchNorm normalises all inputs with shared statistics (the
-  paper's code); one by one, each input has its own, and the running statistics
-  are updated in turn (the seed).
+  Joint, BatchNorm normalises all inputs with shared statistics (the paper's code
+  for Dis); separate, each input has its own, and the running statistics are
+  updated in turn (the seed; the paper's code for Dec).
   """
-  if concat:
+  if batches == 'joint':
     outputs, batch_stats = _apply_train(module, params, batch_stats, jnp.concatenate(inputs))
     splits = [sum(x.shape[0] for x in inputs[:i + 1]) for i in range(len(inputs) - 1)]
     per_input = jax.tree.map(lambda y: jnp.split(y, splits), outputs)
@@ -107,7 +107,7 @@ def generate(networks: Networks, config: ml_collections.ConfigDict,
     latents.append(jax.random.normal(prior_rng, latent_shape, images.dtype))
   decoded, new_stats['decoder'] = _run_batches(
       networks.decoder, params['decoder'], batch_stats['decoder'], latents,
-      config.loss.concat_batches)
+      config.loss.decoder_batches)
   if 'encoder' in used:
     outputs['recon'] = decoded[0]
   if uses_prior_samples(config):
@@ -125,7 +125,7 @@ def judge(networks: Networks, config: ml_collections.ConfigDict, params: Any,
   names = [name for name in FAKES if name in fakes]
   judged, new_stats = _run_batches(
       networks.discriminator, params, batch_stats, [images] + [fakes[n] for n in names],
-      config.loss.concat_batches)
+      config.loss.discriminator_batches)
   outputs = {'real_logits': judged[0][0], 'real_features': judged[0][1]}
   for name, (logits, features) in zip(names, judged[1:]):
     outputs[f'{name}_logits'] = logits
@@ -188,12 +188,12 @@ def reuses_dis_gradient_for_gan_decoder(config: ml_collections.ConfigDict) -> bo
   """Whether Dec's L_GAN gradient at the fakes is minus that of Dis's loss.
 
   The saturating L_GAN term of Dec is minus Dis's cross-entropy on the fakes, and
-  with separate BatchNorm batches (config.loss.concat_batches False) Dis's
+  with separate BatchNorm batches in Dis (config.loss.discriminator_batches) Dis's
   cross-entropy on the real images does not depend on the fakes: the gradient
   that Dis's own loss pulls back to the fakes serves Dec, negated, and Dec's GAN
   term needs no pull-back through Dis of its own.
   """
-  return (config.model in ('vaegan', 'gan') and not config.loss.concat_batches
+  return (config.model in ('vaegan', 'gan') and config.loss.discriminator_batches == 'separate'
           and config.loss.decoder_gan_loss == 'saturating')
 
 
@@ -236,6 +236,7 @@ def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
   grads, at_fakes = {}, {}
   if 'discriminator' in used:
     reuse = reuses_dis_gradient_for_gan_decoder(config)
+    joint = config.loss.discriminator_batches == 'joint'
     judged_terms = [term for term in ('gan_discriminator', 'llike', 'gan_decoder')
                     if term in needed and not (term == 'gan_decoder' and reuse)]
     dis_grads = []
@@ -247,7 +248,7 @@ def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
       # (it cannot tell that it pulls back zeros).
       read = judged_batches(term, config)
       at_fakes[term] = {
-          name: g if config.loss.concat_batches or name in read else jnp.zeros_like(g)
+          name: g if joint or name in read else jnp.zeros_like(g)
           for name, g in term_at_fakes.items()}
       if term in weights['discriminator']:
         weight = weights['discriminator'][term]
@@ -349,7 +350,12 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Net
   metrics['nonfinite'] = 1.0 - all_finite.astype(jnp.float32)
   new_networks = jax.tree.map(lambda new, old: jnp.where(all_finite, new, old), new_networks,
                               {name: getattr(state, name) for name in used})
-  return state.replace(step=state.step + 1, **new_networks), metrics
+  new_state = state.replace(step=state.step + 1, **new_networks)
+  if state.ema is not None:  # A skipped, non-finite step leaves the average as it was.
+    ema = update_ema(state.ema, new_state.replace(step=state.step), config.ema_decay)
+    new_state = new_state.replace(ema=jax.tree.map(
+        lambda new, old: jnp.where(all_finite, new, old), ema, state.ema))
+  return new_state, metrics
 
 
 def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
