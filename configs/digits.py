@@ -2,13 +2,16 @@
 
   python train.py --config configs/digits.py --workdir runs/digits
 
-Trains to mostly recognisable digits in about 9 minutes on 2 CPU cores.
+Trains to readable digits of all ten classes in about 9 minutes on 2 CPU cores.
 
-Unlike the seed's 64x64 settings, the discriminator trains at the full learning
-rate and the decoder's GAN term is non-saturating and weighted more (gamma=0.1),
-with a smaller latent and beta=0.5: in side-by-side 600-step runs this turned
-blurry, mostly unreadable prior samples into recognisable digits (the seed's
-settings give as good reconstructions but poor samples in this budget).
+Dis sees the real and fake images as one BatchNorm batch (the default, the paper's
+code) and trains at the seed's tenth of the learning rate; the decoder's GAN term is
+non-saturating and weighted more (gamma=0.1), with a smaller latent and beta=0.5;
+samples and evaluation use a moving average of Enc's and Dec's weights (decay 0.99).
+Measured with compare.py (seed 0, 2000 samples, FD against the test digits): Dis at
+the full learning rate won at once and left the plain GAN drawing blobs (FD 755)
+and the VAE/GAN at FD 210; a tenth of it gave 80 and 179; the moving average gave
+80 vs 99 (GAN) and 179 vs 199 (VAE/GAN) against the raw weights.
 """
 
 import ml_collections
@@ -32,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.gamma = 0.1
   config.loss.beta = 0.5
   config.loss.decoder_gan_loss = 'non_saturating'
-  config.optim.discriminator_lr_mult = 1.0
+  config.ema_decay = 0.99
   config.batch_size = 64
   config.num_train_steps = 600
   config.log_every_steps = 100

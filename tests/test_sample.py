@@ -35,9 +35,14 @@ def _snapshot(directory):
 
 def test_parameters_alone_and_the_whole_state_restore_as_trained(trained):
   workdir, final = trained
-  model = inference.load_model(workdir)
-  assert model.step == 40
+  model = inference.load_model(workdir, use_ema=False)
+  assert model.step == 40 and not model.uses_ema
   assert inference.available_steps(workdir) == [20, 40]
+  # By default the moving averages (configs/digits.py keeps them) stand in for Enc and Dec.
+  averaged = inference.load_model(workdir)
+  assert averaged.uses_ema
+  for name in ('encoder', 'decoder'):
+    jax.tree.map(np.testing.assert_array_equal, averaged.variables[name], final.ema[name])
   _, state = inference.restore_train_state(workdir)
   for name in ('encoder', 'decoder', 'discriminator'):
     expected = getattr(final, name)
