@@ -15,6 +15,7 @@ the run's dataset. The run's config.json rebuilds the networks; the workdir is
 only read.
 """
 
+import math
 import os
 import sys
 
@@ -84,6 +85,8 @@ def _check_flags() -> None:
     [float(s) for s in FLAGS.attribute_scales]
   except ValueError:
     raise ConfigError(f'--attribute_scales={FLAGS.attribute_scales}: must be numbers.') from None
+  if not (math.isfinite(FLAGS.temperature) and FLAGS.temperature > 0):
+    raise ConfigError(f'--temperature={FLAGS.temperature}: must be a finite number > 0.')
   if bool(FLAGS.with_attribute) != bool(FLAGS.without_attribute):
     raise ConfigError('--with_attribute and --without_attribute go together.')
 

@@ -41,6 +41,8 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
     ('num_channels', 2),
     ('batch_size', 0),
     ('optim.learning_rate', -0.1),
+    ('optim.learning_rate', float('inf')),
+    ('ema_decay', 1.0),
     ('optim.rmsprop_decay', 1.0),
     ('loss.discriminator_fakes', 'everything'),
     ('loss.decoder_gan_loss', 'wasserstein'),

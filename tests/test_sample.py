@@ -182,6 +182,7 @@ def test_command_line_refuses_bad_flags_and_images_with_a_message(trained, tmp_p
     Image.fromarray(np.full((2, 3), 60 * i + 50, np.uint8)).save(tiny_images / f'{i}.png')
 
   assert_refused(run('--num', '0'), '--num=0: must be >= 1')
+  assert_refused(run('--temperature', 'nan'), '--temperature=nan: must be a finite number > 0')
   assert_refused(run('--figures', 'samples,bogus'), "unknown ['bogus']", 'samples')
   assert_refused(run('--with_attribute', tmp_path), '--with_attribute and --without_attribute')
   assert_refused(run('--images', empty), 'holds no image files')

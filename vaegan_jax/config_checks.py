@@ -95,7 +95,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config, 'loss.equilibrium', lambda v: v > 0, 'must be > 0')
   _require(config, 'loss.margin', lambda v: v >= 0, 'must be >= 0')
 
-  _require(config, 'optim.learning_rate', lambda v: v > 0, 'must be > 0')
+  _require(config, 'optim.learning_rate', lambda v: 0 < v < float('inf'),
+           'must be a finite number > 0')
   _require(config, 'ema_decay', lambda v: 0 <= v < 1, 'must be in [0, 1) (0: no moving average)')
   for name in ('encoder', 'decoder', 'discriminator'):
     _require(config, f'optim.{name}_lr_mult', lambda v: v >= 0, 'must be >= 0')
