@@ -73,11 +73,12 @@ def eval_variables(state: TrainState, use_ema: bool = True) -> dict[str, dict[st
   return variables
 
 
-def update_ema(ema: dict[str, dict[str, Any]], state: TrainState, decay: float
-               ) -> dict[str, dict[str, Any]]:
-  """One step of the moving average towards `state`'s weights. The effective decay
-  grows as min(decay, (1 + step) / (10 + step)), so early weights fade out fast."""
-  step = state.step.astype(jnp.float32)
+def update_ema(ema: dict[str, dict[str, Any]], state: TrainState, step: jax.Array,
+               decay: float) -> dict[str, dict[str, Any]]:
+  """The moving average after `step` (counted from 0), moved towards `state`'s weights.
+  The effective decay grows as min(decay, (1 + step) / (10 + step)), so early weights
+  fade out fast."""
+  step = jnp.asarray(step, jnp.float32)
   rate = 1.0 - jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   current = {name: network_variables(getattr(state, name)) for name in ema}
   return jax.tree.map(lambda average, new: average + rate * (new - average), ema, current)

@@ -352,7 +352,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Net
                               {name: getattr(state, name) for name in used})
   new_state = state.replace(step=state.step + 1, **new_networks)
   if state.ema is not None:  # A skipped, non-finite step leaves the average as it was.
-    ema = update_ema(state.ema, new_state.replace(step=state.step), config.ema_decay)
+    ema = update_ema(state.ema, new_state, state.step, config.ema_decay)
     new_state = new_state.replace(ema=jax.tree.map(
         lambda new, old: jnp.where(all_finite, new, old), ema, state.ema))
   return new_state, metrics
