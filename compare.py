@@ -16,12 +16,10 @@ and samples.png (prior samples of each model's first seed, the same latents for 
 
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
@@ -37,7 +35,7 @@ from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import train
 from vaegan_jax import train_state
-from vaegan_jax.errors import ConfigError, UserError
+from vaegan_jax.errors import ConfigError
 
 flags.DEFINE_string('workdir', None, 'Where each model trains (WORKDIR/<model>/seed_<seed>) '
                     'and the results go.')
@@ -122,35 +120,31 @@ def _check_flags() -> list[int]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+  del argv
   entry_point.set_up()
   workdir = epath.Path(FLAGS.workdir)
   start = time.perf_counter()
-  try:
-    seeds = _check_flags()
-    rows, panels, results = {}, [], {}
-    for model_name in FLAGS.models:
-      for seed in seeds:
-        config = FLAGS.config.copy_and_resolve_references()
-        config.model, config.seed = model_name, seed
-        run_dir = workdir / model_name / f'seed_{seed}'
-        logging.info('=== %s, seed %d ===', model_name, seed)
-        seconds = _train(config, run_dir)
-        for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
-          model, metrics = _score(run_dir, use_ema)
-          name = f'`{model_name}`' + (', weights without EMA' if config.ema_decay > 0 and
-                                      not use_ema else '')
-          run = {'seed': seed, 'step': model.step, 'ema': model.uses_ema, 'metrics': metrics,
-                 'train_seconds': seconds}
-          rows.setdefault(name, []).append(run)
-          results.setdefault(model_name, []).append(run)
-          if use_ema == (config.ema_decay > 0) and seed == seeds[0]:
-            samples = inference.sample(model, FLAGS.grid_side**2, jax.random.PRNGKey(1))
-            panels.append(image_grid.titled(
-                image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name))
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  seeds = _check_flags()
+  rows, panels, results = {}, [], {}
+  for model_name in FLAGS.models:
+    for seed in seeds:
+      config = FLAGS.config.copy_and_resolve_references()
+      config.model, config.seed = model_name, seed
+      run_dir = workdir / model_name / f'seed_{seed}'
+      logging.info('=== %s, seed %d ===', model_name, seed)
+      seconds = _train(config, run_dir)
+      for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
+        model, metrics = _score(run_dir, use_ema)
+        name = f'`{model_name}`' + (', weights without EMA' if config.ema_decay > 0 and
+                                    not use_ema else '')
+        run = {'seed': seed, 'step': model.step, 'ema': model.uses_ema, 'metrics': metrics,
+               'train_seconds': seconds}
+        rows.setdefault(name, []).append(run)
+        results.setdefault(model_name, []).append(run)
+        if use_ema == (config.ema_decay > 0) and seed == seeds[0]:
+          samples = inference.sample(model, FLAGS.grid_side**2, jax.random.PRNGKey(1))
+          panels.append(image_grid.titled(
+              image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name))
 
   first = next(iter(rows.values()))[0]['metrics']
   notes = (f'{FLAGS.config.dataset}, {len(seeds)} training seeds per model (mean ± standard '
@@ -173,4 +167,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry_point.run(main)

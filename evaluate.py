@@ -10,11 +10,9 @@ only read.
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app
 from absl import flags
 from absl import logging
 from clu import metric_writers
@@ -25,7 +23,7 @@ from vaegan_jax import entry_point
 from vaegan_jax import evaluation
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
-from vaegan_jax.errors import ConfigError, UserError
+from vaegan_jax.errors import ConfigError
 
 flags.DEFINE_string('workdir', None, 'The --workdir of a train.py run.')
 flags.DEFINE_integer('step', None, 'The checkpoint to score; default the latest.')
@@ -42,29 +40,25 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+  del argv
   entry_point.set_up()
-  try:
-    model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
-    config = model.config
-    if 'eval' not in config:  # A run from before evaluation existed: the defaults.
-      config.eval = default.get_config().eval
-    if FLAGS.num_samples is not None:
-      if FLAGS.num_samples < 2:
-        raise ConfigError(f'--num_samples={FLAGS.num_samples}: must be >= 2.')
-      config.eval.num_samples = FLAGS.num_samples
-    if FLAGS.data_dir:
-      config.data_dir = FLAGS.data_dir
-    if FLAGS.classifier_dir:
-      config.eval.classifier_dir = FLAGS.classifier_dir
-    logging.info('Evaluating step %d of %s (a %r model%s).', model.step, FLAGS.workdir,
-                 config.model, ", the weights' moving average" if model.uses_ema else '')
-    builder = input_pipeline.get_builder(config)
-    classifier = evaluation.load_classifier(config, builder)
-    metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
+  config = model.config
+  if 'eval' not in config:  # A run from before evaluation existed: the defaults.
+    config.eval = default.get_config().eval
+  if FLAGS.num_samples is not None:
+    if FLAGS.num_samples < 2:
+      raise ConfigError(f'--num_samples={FLAGS.num_samples}: must be >= 2.')
+    config.eval.num_samples = FLAGS.num_samples
+  if FLAGS.data_dir:
+    config.data_dir = FLAGS.data_dir
+  if FLAGS.classifier_dir:
+    config.eval.classifier_dir = FLAGS.classifier_dir
+  logging.info('Evaluating step %d of %s (a %r model%s).', model.step, FLAGS.workdir,
+               config.model, ", the weights' moving average" if model.uses_ema else '')
+  builder = input_pipeline.get_builder(config)
+  classifier = evaluation.load_classifier(config, builder)
+  metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))
   writer = metric_writers.SummaryWriter(FLAGS.workdir)
   path = evaluation.write_metrics(FLAGS.workdir, model.step, metrics, writer)
   writer.close()
@@ -74,4 +68,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry_point.run(main)

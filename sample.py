@@ -17,23 +17,22 @@ only read.
 
 import math
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
 import jax
 
+from vaegan_jax import directories
 from vaegan_jax import entry_point
 from vaegan_jax import figures
 from vaegan_jax import image_files
 from vaegan_jax import image_grid
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
-from vaegan_jax.errors import ConfigError, DatasetUnavailableError, UserError
+from vaegan_jax.errors import ConfigError, DatasetUnavailableError
 
 FIGURES = ('samples', 'reconstructions', 'interpolations', 'attributes')
 
@@ -155,25 +154,22 @@ def draw(model: inference.Model) -> dict[str, object]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+  del argv
+  outdir = directories.check_writable(FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures',
+                                      'outdir')
   entry_point.set_up()
-  try:
-    _check_flags()
-    if FLAGS.images:
-      image_files.list_images(FLAGS.images)  # Fail on a bad folder before restoring.
-    model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
-    logging.info('Restored step %d of %s%s.', model.step, FLAGS.workdir,
-                 " (the weights' moving average)" if model.uses_ema else '')
-    drawn = draw(model)
-  except UserError as e:
-    sys.exit(f'error: {e}')
-  outdir = epath.Path(FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures')
-  outdir.mkdir(parents=True, exist_ok=True)
+  _check_flags()
+  if FLAGS.images:
+    image_files.list_images(FLAGS.images)  # Fail on a bad folder before restoring.
+  model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
+  logging.info('Restored step %d of %s%s.', model.step, FLAGS.workdir,
+               " (the weights' moving average)" if model.uses_ema else '')
+  drawn = draw(model)
+  directories.make_directory(outdir, 'outdir')
   for name, image in drawn.items():
     image_grid.save_png(outdir / f'{name}.png', image)
     logging.info('Wrote %s', outdir / f'{name}.png')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry_point.run(main)

@@ -9,17 +9,15 @@ Several processes (multi-host: TPU pods, GPU clusters) run the same command with
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quiet TensorFlow start-up notices.
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from vaegan_jax import directories
 from vaegan_jax import entry_point
 from vaegan_jax import train
-from vaegan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and TensorBoard logs.')
@@ -35,16 +33,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+  del argv
+  directories.check_writable(FLAGS.workdir, 'workdir')
   entry_point.set_up()
-  try:
-    entry_point.initialize_distributed(FLAGS.multihost, FLAGS.coordinator_address,
-                                       FLAGS.num_processes, FLAGS.process_id)
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  entry_point.initialize_distributed(FLAGS.multihost, FLAGS.coordinator_address,
+                                     FLAGS.num_processes, FLAGS.process_id)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  entry_point.run(main)

@@ -113,6 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
   # An unreadable latest checkpoint stops the run with a message; True moves it to
   # WORKDIR/checkpoints_unreadable/ and resumes from the newest readable one.
   config.checkpoint_fallback = False
+  # > 0: rewind, e.g. past a divergence: resume from the newest checkpoint at or before
+  # this step, and move newer ones to WORKDIR/checkpoints_set_aside/ (not deleted).
+  config.restore_step = 0
   config.num_sample_images = 64  # Images per grid (a square number).
 
   # Evaluation (evaluate.py; evaluation.py): Frechet distances in the features of a

@@ -78,3 +78,28 @@ def test_command_line_rejects_bad_override_before_compiling(tmp_path):
   assert 'config.optim.learning_rate=-1' in result.stderr
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'run').exists()  # Nothing was written.
+
+
+@pytest.mark.slow
+def test_command_line_reports_a_bad_config_file_or_workdir_in_one_line(tmp_path):
+  (tmp_path / 'syntax.py').write_text('def get_config(:\n')
+  (tmp_path / 'as_dict.py').write_text('def get_config():\n  return {"model": "vae"}\n')
+  (tmp_path / 'a_file').write_text('')
+  cases = [
+      (['--config', tmp_path / 'missing.py'], 'error: --config: ', 'missing.py'),
+      (['--config', tmp_path / 'syntax.py'], 'error: --config: ', 'syntax.py:1: invalid syntax'),
+      (['--config', tmp_path / 'as_dict.py'], 'error: --config: get_config() returned a dict',
+       'configs/default.get_config()'),
+      (['--config', 'configs/digits.py', '--config.bogus=1'],
+       "error: --config: no such config field 'bogus'", 'configs/default.py'),
+      (['--config', 'configs/digits.py', '--workdir', tmp_path / 'a_file'],
+       f'error: --workdir={tmp_path / "a_file"} is a file, not a folder', ''),
+  ]
+  for args, start, phrase in cases:
+    args = args if '--workdir' in args else [*args, '--workdir', tmp_path / 'run']
+    result = subprocess.run([sys.executable, 'train.py', *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(start) and phrase in last, (args, last)
+  assert not (tmp_path / 'run').exists()

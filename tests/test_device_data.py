@@ -134,15 +134,15 @@ def test_a_log_step_reached_by_the_first_dispatch_alone_shows_no_speed():
 
 
 class _Manager:
-  def latest_step(self):
-    return 4
+  def all_steps(self):
+    return [2, 4]
 
 
 def test_a_non_finite_step_inside_a_dispatch_is_named():
   metrics = {'nonfinite': np.array([0., 1., 0.]), 'nonfinite/kl': np.array([0., 1., 0.]),
              'nonfinite/llike': np.zeros(3)}
   with pytest.raises(NonFiniteError, match=r'^Step 5: non-finite KL \(L_prior\)\. .*'
-                     r'latest checkpoint \(step 4\)'):
+                     r'latest checkpoint is step 4'):
     train._check_finite(6, metrics, 'stop', _Manager())
   train._check_finite(6, metrics, 'skip', _Manager())  # Warns and goes on.
 

@@ -113,6 +113,19 @@ def test_bad_inputs_are_refused_and_leave_the_workdir_unchanged(trained, tmp_pat
   assert _snapshot(workdir) == before
 
 
+def test_a_decompression_bomb_is_refused_like_any_unreadable_image(tmp_path, monkeypatch):
+  folder = tmp_path / 'mine'
+  folder.mkdir()
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / 'a.png')
+  Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / 'bomb.png')
+  # PIL refuses more than twice this many pixels: 1600 stands for a billion-pixel header.
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 700)
+  with pytest.raises(ImageReadError, match=r'bomb.png cannot be read as an image \(Image size '
+                     r'\(1600 pixels\) exceeds limit'):
+    image_files.load_folder(folder, 32, 1)
+  assert image_files.load_folder(folder, 32, 1, skip_unreadable=True).shape == (1, 32, 32, 1)
+
+
 def test_figures_have_the_promised_layout(trained):
   workdir, _ = trained
   model = inference.load_model(workdir)
@@ -191,6 +204,17 @@ def test_command_line_refuses_bad_flags_and_images_with_a_message(trained, tmp_p
                  'a.png cannot be read as an image', '--skip_unreadable')
   assert_refused(run('--images', corrupt, '--figures', 'reconstructions', '--skip_unreadable'),
                  'holds no readable image')
+
+  (tmp_path / 'a_file').write_text('')
+  assert_refused(run('--outdir', tmp_path / 'a_file'), 'a_file is a file, not a folder')
+  damaged = tmp_path / 'damaged'
+  shutil.copytree(workdir, damaged)
+  path = max((p for p in (damaged / 'checkpoints' / '40').rglob('*') if p.is_file()),
+             key=lambda p: p.stat().st_size)
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  for script in ('sample.py', 'evaluate.py'):
+    assert_refused(run_script(script, '--workdir', damaged),
+                   'checkpoint of step 40', 'cannot be read', '--step with another checkpoint: 20')
 
   # Images far smaller than the model's are upsampled, as training would: it draws them.
   done = run('--images', tiny_images, '--figures', 'reconstructions,interpolations', '--num', '2')

@@ -33,7 +33,11 @@ _CHOICES = {
 def _get(config: ml_collections.ConfigDict, field: str) -> Any:
   value = config
   for part in field.split('.'):
-    value = value[part]
+    try:
+      value = value[part]
+    except (KeyError, TypeError):
+      raise ConfigError(f'The config has no field {field}: build it from configs/default.py\'s '
+                        'get_config(), as the configs in configs/ do.') from None
   return value
 
 
@@ -113,6 +117,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config, 'num_sample_images', lambda v: _is_int(v) and v >= 1 and math.isqrt(v) ** 2 == v,
            'must be a square number (the grids are square), e.g. 64')
   _require(config, 'seed', _is_int, 'must be an integer')
+  _require(config, 'restore_step', lambda v: _is_int(v) and v >= 0,
+           'must be an integer >= 0 (0: the latest checkpoint)')
   _require(config, 'steps_per_dispatch', lambda v: _is_int(v) and v >= 1,
            'must be an integer >= 1')
   _require(config, 'steps_per_dispatch', lambda v: v == 1 or config.data_on_device is True,

@@ -1,14 +1,20 @@
 """What every command-line entry point sets up first."""
 
 import logging as std_logging
+import sys
+import threading
+from typing import Callable
 
+from absl import app
+from absl import flags
 from absl import logging
 import jax
+import ml_collections
 import tensorflow as tf
 
 from vaegan_jax import cpu_convolutions
 from vaegan_jax import host_memory
-from vaegan_jax.errors import ConfigError
+from vaegan_jax.errors import ConfigError, Interrupted, UserError
 
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/')
 
@@ -53,3 +59,59 @@ def initialize_distributed(multihost: bool, coordinator_address: str | None = No
           '(process 0\'s), --num_processes and --process_id.') from e
     logging.info('Process %d of %d; %d of the %d devices are local.', jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _config_error(error: Exception) -> str:
+  if isinstance(error, SyntaxError):
+    return f'{error.filename}:{error.lineno}: {error.msg}'
+  if isinstance(error, AttributeError):  # An override of a field the config lacks.
+    return f'no such config field {str(error).strip(chr(34) + chr(39))!r} (see configs/default.py)'
+  return ' '.join(str(error).split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad --config file or field reported in one line."""
+  try:
+    remaining = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS:
+      config = flags.FLAGS.config
+      # A file that failed to load leaves a stand-in that holds the error.
+      loading_error = getattr(config, '__dict__', {}).get('_error')
+      if isinstance(loading_error, Exception):
+        raise loading_error
+      if config is not None and not isinstance(config, ml_collections.ConfigDict):
+        raise TypeError(f'get_config() returned a {type(config).__name__}, not an '
+                        'ml_collections.ConfigDict: build it from configs/default.get_config()')
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --helpfull to list the flags.')
+  except Exception as e:  # Whatever the user's config file raises while it is loaded.
+    sys.exit(f'error: --config: {_config_error(e)}')
+  return remaining
+
+
+def _exit(message: str, status: int) -> None:
+  """Exits with `message` as the last line: Orbax's reader threads, cut short by the
+  error, would otherwise print 'Event loop is closed' tracebacks after it."""
+  sys.unraisablehook = lambda unraisable: None
+  threading.excepthook = lambda args: None
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """app.run(main) for the scripts: flags parsed by parse_flags, a UserError reported as
+  one line (exit status 1), Ctrl-C as one line (exit status 130)."""
+
+  def guarded(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    try:
+      main(argv)
+    except Interrupted as e:
+      _exit(str(e), 130)
+    except UserError as e:
+      _exit(f'error: {e}', 1)
+    except KeyboardInterrupt:
+      _exit('Interrupted (Ctrl-C).', 130)
+
+  app.run(guarded, flags_parser=parse_flags)

@@ -17,8 +17,16 @@ class WorkdirMismatchError(UserError):
   """The workdir holds checkpoints of a model with other shapes."""
 
 
+class OutputFolderError(UserError):
+  """A --workdir or --outdir that is a file or cannot be written."""
+
+
 class CheckpointError(UserError):
   """No checkpoint to restore, no such step, or one that does not fit the saved config."""
+
+
+class CheckpointSaveError(UserError):
+  """A checkpoint could not be written (a full disk); the earlier ones are intact."""
 
 
 class ImageReadError(UserError):
@@ -27,3 +35,7 @@ class ImageReadError(UserError):
 
 class NonFiniteError(UserError, FloatingPointError):
   """A loss or gradient went NaN or Inf; the message names the step and the term."""
+
+
+class Interrupted(UserError):
+  """Ctrl-C: the run saved a checkpoint and stopped (exit status 130)."""

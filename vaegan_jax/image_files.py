@@ -27,7 +27,7 @@ def read_image(path: epath.PathLike) -> np.ndarray:
     with Image.open(path) as image:
       image = image.convert('L' if image.mode in ('1', 'L', 'I', 'I;16', 'F') else 'RGB')
       pixels = np.asarray(image)
-  except (UnidentifiedImageError, OSError, ValueError) as e:
+  except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
     raise ImageReadError(f'{path} cannot be read as an image ({e}). Remove it, convert it '
                          'to PNG or JPEG, or leave such files out with --skip_unreadable.') from e
   return pixels[..., None] if pixels.ndim == 2 else pixels

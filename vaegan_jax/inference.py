@@ -156,11 +156,30 @@ def _restore(workdir: epath.PathLike, step: int | None, variables_only: bool):
   item = _as_dict(abstract) if variables_only else abstract
   with _read_only_manager(workdir) as manager:
     step = _pick_step(manager, workdir, step)
-    _check_shapes(manager.item_metadata(step), _as_dict(abstract), workdir)
-    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=variables_only))
+    try:
+      metadata = manager.item_metadata(step)
+      if metadata is None:
+        raise ValueError('no metadata')
+    except Exception as e:  # Orbax and TensorStore raise many kinds for a damaged file.
+      raise _unreadable(manager, workdir, step, e) from e
+    _check_shapes(metadata, _as_dict(abstract), workdir)
+    try:
+      restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+          partial_restore=variables_only))
+    except Exception as e:
+      raise _unreadable(manager, workdir, step, e) from e
   return config, networks, restored, step
+
+
+def _unreadable(manager: ocp.CheckpointManager, workdir, step: int,
+                error: Exception) -> CheckpointError:
+  others = [s for s in sorted(manager.all_steps()) if s != step]
+  reason = f'{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ""}'
+  return CheckpointError(
+      f'The checkpoint of step {step} in {workdir} cannot be read ({reason}); it is damaged '
+      'or incomplete. ' + (f'Pass --step with another checkpoint: {", ".join(map(str, others))}.'
+                           if others else 'It is the only one: train again.'))
 
 
 def restore_train_state(workdir: epath.PathLike, step: int | None = None

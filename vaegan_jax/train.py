@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from vaegan_jax import checkpointing
 from vaegan_jax import config_checks
 from vaegan_jax import device_data
+from vaegan_jax import directories
 from vaegan_jax import evaluation
 from vaegan_jax import image_grid
 from vaegan_jax import inference
@@ -33,7 +34,7 @@ from vaegan_jax import input_pipeline
 from vaegan_jax import sampling
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
-from vaegan_jax.errors import ConfigError, NonFiniteError
+from vaegan_jax.errors import ConfigError, Interrupted, NonFiniteError
 
 _PROGRESS_TERMS = (('loss/encoder', 'enc'), ('loss/decoder', 'dec'),
                    ('loss/discriminator', 'dis'), ('kl', 'kl'), ('llike', 'llike'),
@@ -63,41 +64,47 @@ def progress_line(step: int, num_steps: int, metrics: dict[str, float],
           f'ETA {eta}')
 
 
-class _StopOnSigterm:
-  """Turns SIGTERM (what preemption sends) into a request to checkpoint and stop.
+class _StopOnSignal:
+  """Turns SIGTERM (what preemption sends) and Ctrl-C (SIGINT) into a request to
+  checkpoint and stop; a second Ctrl-C stops at once.
 
   With several processes, JAX's preemption sync manager (which catches SIGTERM
   itself) picks the next step that every process reaches, so all save the same one.
   """
 
   def __init__(self):
-    self._requested = False
-    self._previous = None
+    self.received = None  # The signal's name, once one arrived.
+    self._previous = {}
     self._multiprocess = jax.process_count() > 1
-    if not self._multiprocess and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    if threading.current_thread() is threading.main_thread():
+      signals = (signal.SIGINT,) if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
+      self._previous = {s: signal.signal(s, self._handle) for s in signals}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self._requested = True
+    del frame
+    self.received = signal.Signals(signum).name
+    if signum == signal.SIGINT:  # A second Ctrl-C interrupts whatever runs then.
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      logging.warning('Ctrl-C: saving a checkpoint after this step, then stopping (press '
+                      'Ctrl-C again to stop without saving).')
 
   def requested(self, step: int) -> bool:
     """Whether to save and stop after `step`; with several processes, call at every step."""
-    if self._multiprocess:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._requested
+    if self._multiprocess and multihost_utils.reached_preemption_sync_point(step):
+      self.received = self.received or 'SIGTERM'
+    return self.received is not None
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def _check_finite(last_step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
-                  manager) -> None:
+                  manager, start_step: int = 0) -> None:
   """Stops the run (or with on_nonfinite='skip', warns) if a step was not finite.
 
   `metrics` are those of one step, `last_step`, or stacked along a leading axis,
-  of the steps that end with it.
+  of the steps that end with it. `start_step` is where this run resumed.
   """
   nonfinite = np.atleast_1d(np.asarray(metrics['nonfinite']))
   if not nonfinite.any():
@@ -112,13 +119,22 @@ def _check_finite(last_step: int, metrics: dict[str, jax.Array], on_nonfinite: s
       logging.warning('Step %d: non-finite %s; the networks skip this batch.', step,
                       ', '.join(terms))
       continue
-    latest = manager.latest_step()
+    steps = sorted(manager.all_steps())
+    earlier = [s for s in steps if s < (steps[-1] if steps else 0)]
+    rewind = (f' --config.restore_step={earlier[-1]} resumes from an earlier checkpoint (the '
+              'newer ones are set aside, not deleted).' if earlier else '')
+    if start_step and step == start_step + 1:
+      raise NonFiniteError(
+          f'Step {step}: non-finite {", ".join(terms)}, at the first step after resuming from '
+          f'the checkpoint of step {start_step}: its parameters have likely diverged.'
+          f'{rewind or " Start over in a new --workdir with a lower learning rate."} '
+          '(If one bad batch is the cause, --config.on_nonfinite=skip drops it.)')
     raise NonFiniteError(
         f'Step {step}: non-finite {", ".join(terms)}. Training stopped and this state was not '
-        f'saved; the latest checkpoint ({f"step {latest}" if latest is not None else "none"}) '
-        'is the last good state. Re-running resumes from it; a lower '
-        '--config.optim.learning_rate may avoid the overflow, and --config.on_nonfinite=skip '
-        'drops such batches instead of stopping.')
+        f'saved; the latest checkpoint is {f"step {steps[-1]}" if steps else "none"}. '
+        'Re-running resumes from it; a lower --config.optim.learning_rate may avoid the '
+        'overflow, and --config.on_nonfinite=skip drops such batches instead of stopping.'
+        f'{" If the re-run stops at once, that checkpoint has diverged too:" + rewind if rewind else ""}')
 
 
 def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
@@ -190,6 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | epath.PathLike) -> train_state.TrainState:
   """Trains from scratch, or from the latest checkpoint in workdir; returns the final state."""
   config_checks.validate_config(config)
+  directories.check_writable(workdir, 'workdir')
   workdir = epath.Path(workdir)
   builder = input_pipeline.get_builder(config)
   train_size = input_pipeline.num_examples(builder, config.train_split)
@@ -211,12 +228,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(config.seed))
 
   is_chief = jax.process_index() == 0  # Only process 0 writes logs, images and config.json.
-  workdir.mkdir(parents=True, exist_ok=True)
+  directories.make_directory(workdir, 'workdir')
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
-  checkpointing.write_config(workdir, config, has_checkpoint=manager.latest_step() is not None,
-                             write=is_chief)
-  state = checkpointing.restore_latest(manager, state, config.checkpoint_fallback)
+  checkpointing.check_config(workdir, config, has_checkpoint=manager.latest_step() is not None)
+  state = checkpointing.restore_latest(manager, state, config.checkpoint_fallback,
+                                       config.restore_step)
   start_step = int(state.step)
+  if config.restore_step:
+    moved = checkpointing.set_aside_after(manager, start_step) if is_chief else []
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('checkpoints set aside')
+      manager.reload()
+    if moved:
+      logging.warning('Rewound to step %d; moved the newer checkpoints to %s.', start_step,
+                      ', '.join(map(str, moved)))
+  if is_chief:  # Only once the restore succeeded: a failed resume leaves config.json as it was.
+    checkpointing.write_config(workdir, config)
   writer = metric_writers.AsyncMultiWriter(
       [metric_writers.SummaryWriter(str(workdir))] if is_chief else [])
   if start_step:
@@ -233,6 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run_steps = _make_step_runner(config, builder, stored_images, networks, optimizers,
                                 start_step, rows, base_rng)
   preview = jax.jit(functools.partial(sampling.samples_and_reconstructions, networks))
+  all_finite = jax.jit(train_state.all_finite)
   fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
                               (config.num_sample_images, config.networks.latent_dim))
   fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
@@ -251,6 +279,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   def save_checkpoint_and_samples(state):
     step = int(state.step)
+    if not bool(all_finite(state)):
+      raise NonFiniteError(
+          f'Step {step}: the parameters (or optimizer or BatchNorm state) hold NaN or Inf, so '
+          'this state was not saved; the latest checkpoint is '
+          f'{"step " + str(manager.latest_step()) if manager.latest_step() else "none"}. A lower '
+          '--config.optim.learning_rate may avoid the overflow.')
     checkpointing.save(manager, state)
     samples, recons = jax.device_get(preview(train_state.eval_variables(state), fixed_z,
                                              fixed_real))
@@ -260,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if is_chief:
       _write_samples(workdir, writer, step, samples, fixed_real, recons)
 
-  stop = _StopOnSigterm()
+  stop = _StopOnSignal()
   pending_metrics, unchecked = [], None
   interval_start, interval_steps = time.perf_counter(), 0
   try:
@@ -273,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       stopping = any([stop.requested(s) for s in range(step + 1, done + 1)])
       # Checking the previous dispatch's metrics keeps this one asynchronous.
       if unchecked is not None:
-        _check_finite(*unchecked, config.on_nonfinite, manager)
+        _check_finite(*unchecked, config.on_nonfinite, manager, start_step)
       unchecked = (done, metrics)
       pending_metrics.append(metrics)
       interval_steps += count
@@ -300,21 +334,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                      seconds_per_step))
         interval_start, interval_steps = time.perf_counter(), 0
       if done % config.checkpoint_every_steps == 0 or done == num_steps or stopping:
-        _check_finite(*unchecked, config.on_nonfinite, manager)  # Never save a bad state.
+        _check_finite(*unchecked, config.on_nonfinite, manager, start_step)  # Never save it.
         unchecked = None
         save_checkpoint_and_samples(state)
       if config.eval.every_steps and (done % config.eval.every_steps == 0 or done == num_steps):
         evaluate(state)
       if stopping:
-        logging.warning('SIGTERM: saved the checkpoint of step %d and stopped. Re-run the '
-                        'same command to resume.', done)
+        message = (f'{stop.received}: saved the checkpoint of step {done} and stopped. Re-run '
+                   'the same command to resume.')
+        if stop.received == 'SIGINT':
+          raise Interrupted(message)
+        logging.warning(message)
         break
     if start_step >= num_steps:
       logging.info('Nothing to do: the checkpoint is at step %d of %d.', start_step, num_steps)
   finally:
     stop.restore()
-    manager.wait_until_finished()  # A save in flight is of a good state: let it finish.
-    manager.close()
-    writer.flush()
-    writer.close()
+    try:
+      checkpointing.wait_until_saved(manager)  # A save in flight is of a good state.
+    finally:
+      manager.close()
+      writer.flush()
+      writer.close()
   return state

@@ -84,6 +84,12 @@ def update_ema(ema: dict[str, dict[str, Any]], state: TrainState, step: jax.Arra
   return jax.tree.map(lambda average, new: average + rate * (new - average), ema, current)
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every floating-point array of `tree` is free of NaN and Inf."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+
+
 class Networks(NamedTuple):
   encoder: models.Encoder | None
   decoder: models.Decoder | None
