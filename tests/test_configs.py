@@ -1,6 +1,5 @@
 """Config files and their validation: bad values fail early, naming the field."""
 
-import os
 import subprocess
 import sys
 

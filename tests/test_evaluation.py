@@ -1,7 +1,6 @@
 """The Fréchet distance's math, the cached classifier, and evaluate.py on trained baselines."""
 
 import json
-import os
 import subprocess
 import sys
 

@@ -1,7 +1,6 @@
 """Restoring trained models (inference.py) and drawing the figures (sample.py)."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +11,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import digits
-from tests.helpers import ROOT, run_script, tiny
+from tests.helpers import ROOT, run_script
 from vaegan_jax import figures
 from vaegan_jax import image_files
 from vaegan_jax import inference
