@@ -27,13 +27,14 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks import device_peaks
 from configs import default
 from vaegan_jax import config_checks
 from vaegan_jax import cpu_convolutions
 from vaegan_jax import device_data
 from vaegan_jax import entry_point
 from vaegan_jax import input_pipeline
-from vaegan_jax import train
+from vaegan_jax import sharding
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import UserError
@@ -52,19 +53,8 @@ flags.DEFINE_float('peak_tflops', 0.0, 'The devices\' peak TFLOP/s (per device),
 flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 flags.mark_flags_as_required(['config'])
 
-# Dense peak TFLOP/s per device (float32, bfloat16) from the vendors' data sheets.
-_PEAK_TFLOPS = {'H100': (67.0, 989.0), 'H200': (67.0, 989.0), 'A100': (19.5, 312.0),
-                'L4': (30.3, 121.0), 'T4': (8.1, 65.0), 'TPU v2': (None, 45.0),
-                'TPU v3': (None, 123.0), 'TPU v4': (None, 275.0), 'TPU v5 lite': (None, 197.0)}
-
-
 def _peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:
-  if FLAGS.peak_tflops:
-    return FLAGS.peak_tflops
-  for name, peaks in _PEAK_TFLOPS.items():
-    if name.lower() in device.device_kind.lower():
-      return peaks[bfloat16]
-  return None
+  return FLAGS.peak_tflops or device_peaks.peak_tflops(device, bfloat16)
 
 
 def _time_steps(run, state, calls: int, steps_per_call: int = 1):
@@ -75,13 +65,6 @@ def _time_steps(run, state, calls: int, steps_per_call: int = 1):
     state = run(state, i)
   jax.block_until_ready(state)
   return state, (time.perf_counter() - start) / (calls * steps_per_call)
-
-
-def _flops(compiled) -> float | None:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  return float(analysis['flops']) if analysis and 'flops' in analysis else None
 
 
 def _peak_memory_bytes(compiled) -> tuple[int | None, str]:
@@ -99,7 +82,7 @@ def _peak_memory_bytes(compiled) -> tuple[int | None, str]:
 def benchmark(config) -> dict:
   """Figures of config's train step on this machine's devices."""
   config_checks.validate_config(config)
-  replicated, data_sharding = train.data_parallel_shardings()
+  replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=1000)
   state = jax.jit(lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
@@ -138,7 +121,7 @@ def benchmark(config) -> dict:
       pipeline_seconds.append(seconds)
   step_seconds = min(step_seconds)
   device = jax.devices()[0]
-  flops_per_device = _flops(compiled)
+  flops_per_device = device_peaks.flops(compiled)
   flops = flops_per_device * jax.device_count() if flops_per_device else None
   peak = _peak_tflops(device, bfloat16=config.dtype == 'bfloat16')
   memory, memory_kind = _peak_memory_bytes(compiled)
@@ -190,7 +173,7 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
   """(run(state, i) -> state, state, calls per measurement, steps per call, figures): the
   train step fed by the input pipeline config.data_on_device selects, ready to time
   (the on-device one has run once: its compile time is a figure)."""
-  replicated, data_sharding = train.data_parallel_shardings()
+  replicated, data_sharding = sharding.data_parallel_shardings()
   if not config.data_on_device:
     rows = input_pipeline.process_rows(data_sharding, config.batch_size)
     host_batches = lambda: input_pipeline.prefetch_to_device(

@@ -140,6 +140,8 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--steps', type=int, default=5, help='Timed steps, after 2 warm-up steps.')
   parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
+                      help='bfloat16: the forward and backward passes under torch.autocast.')
   args = parser.parse_args()
   keeps_freed_memory = host_memory.keep_freed_memory()
   torch.manual_seed(0)
@@ -157,19 +159,24 @@ def main() -> None:
     if args.device.startswith('cuda'):
       torch.cuda.synchronize()
 
-  train_step(enc, dec, dis, optimizers, x)
+  def step():
+    with torch.autocast(args.device.split(':')[0], dtype=torch.bfloat16,
+                        enabled=args.dtype == 'bfloat16'):
+      return train_step(enc, dec, dis, optimizers, x)
+
+  step()
   with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
-    train_step(enc, dec, dis, optimizers, x)  # The second warm-up step, counted.
+    step()  # The second warm-up step, counted.
   synchronize()
   start = time.perf_counter()
   for _ in range(args.steps):
-    train_step(enc, dec, dis, optimizers, x)
+    step()
   synchronize()
   seconds = (time.perf_counter() - start) / args.steps
   print(json.dumps({
       'framework': f'torch {torch.__version__}', 'device': args.device,
       'threads': torch.get_num_threads(), 'keeps_freed_memory': keeps_freed_memory,
-      'batch_size': args.batch_size,
+      'batch_size': args.batch_size, 'dtype': args.dtype,
       'params': {'encoder': _count(enc), 'decoder': _count(dec), 'discriminator': _count(dis)},
       'gflop_per_image': counter.get_total_flops() / 1e9 / args.batch_size,
       'step_seconds': seconds, 'images_per_second': args.batch_size / seconds}))

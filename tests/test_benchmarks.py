@@ -74,3 +74,27 @@ def test_convolution_benchmark_times_every_layer():
   for column in range(3):  # The total is the sum of the layers' times.
     assert float(rows['total'][column]) == pytest.approx(
         sum(float(rows[name][column]) for name in layers), abs=0.05 * len(layers) + 0.05)
+
+
+def test_accelerator_check_runs_without_tensorflow(tmp_path):
+  """The GPU image has no TensorFlow, tensorflow-datasets or clu: here they are hidden
+  (tests/without_tensorflow), and the check must still run, on the scanned on-device
+  steps it times on a GPU."""
+  env = {**os.environ, 'PYTHON': sys.executable,
+         'PYTHONPATH': os.path.join(ROOT, 'tests', 'without_tensorflow')}
+  result = subprocess.run(
+      ['bash', 'benchmarks/accelerator_check.sh', str(tmp_path), '--tiny',
+       '--cases=mnist:4,cifar10:4', '--dtypes=bfloat16', '--steps_per_dispatch=2',
+       '--dispatches=1'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads((tmp_path / 'accelerator_check.json').read_text())
+  assert [(case['config'], case['num_channels'], case['batch_size'], case['dtype'])
+          for case in figures['cases']] == [('mnist', 1, 4, 'bfloat16'),
+                                             ('cifar10', 3, 4, 'bfloat16')]
+  for case in figures['cases']:
+    assert case['all_steps_finite'] and case['steps_per_dispatch'] == 2
+    assert case['images_per_second'] > 0 and case['gflop_per_step'] > 0
+    assert case['compile_seconds'] >= 0
+  assert figures['skipped'] == []
+  table = (tmp_path / 'accelerator_check.txt').read_text()
+  assert '| cifar10 | 4 | bfloat16 |' in table

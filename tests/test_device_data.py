@@ -16,6 +16,7 @@ from tests.helpers import tiny
 from vaegan_jax import device_data
 from vaegan_jax import input_pipeline
 from vaegan_jax import train
+from vaegan_jax import sharding
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError, NonFiniteError
@@ -69,7 +70,7 @@ def test_scanned_steps_train_on_their_batches_of_the_epoch(mock_tfds):
   config = tiny(mnist.get_config())
   config.image_size = 28
   config.data_on_device = True
-  _, data_sharding = train.data_parallel_shardings()
+  _, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=2)
   init = jax.jit(functools.partial(train_state.create_train_state, config=config,

@@ -23,7 +23,8 @@ import numpy as np
 
 from configs import digits
 from tests.helpers import SCALE_OUT_RUN, override, tiny
-from vaegan_jax import device_data, entry_point, input_pipeline, sampling, train, train_state
+from vaegan_jax import device_data, entry_point, input_pipeline, sampling, sharding, train
+from vaegan_jax import train_state
 from vaegan_jax import train_step
 
 
@@ -40,7 +41,7 @@ def replay_on_device_batches(config) -> train_state.TrainState:
   builder = input_pipeline.get_builder(config)
   stored = device_data.load_images(builder, config)
   steps_per_epoch = len(stored) // config.batch_size
-  replicated, data_sharding = train.data_parallel_shardings()
+  replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch)
   state = jax.jit(functools.partial(train_state.create_train_state, config=config,

@@ -16,18 +16,19 @@ rather than tf.data's shuffle buffer.
 
 import functools
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
-from vaegan_jax import input_pipeline
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError
 from vaegan_jax.train_state import Networks, Optimizers, TrainState
+
+if TYPE_CHECKING:  # TensorFlow only where a TFDS dataset is read: the steps run without it.
+  import tensorflow_datasets as tfds
 
 # The stored images may take at most this fraction of one device's memory.
 MAX_MEMORY_FRACTION = 0.25
@@ -42,7 +43,7 @@ def _device_memory_bytes(device: jax.Device) -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')  # CPU: host memory.
 
 
-def load_images(builder: tfds.core.DatasetBuilder,
+def load_images(builder: 'tfds.core.DatasetBuilder',
                 config: ml_collections.ConfigDict) -> np.ndarray:
   """The training split's images, uint8 [N, H, W, C] as stored (not yet preprocessed).
 
@@ -64,6 +65,7 @@ def load_images(builder: tfds.core.DatasetBuilder,
           f'config.data_on_device: the {num_images} images of {builder.name}:'
           f'{config.train_split} take {size / 2**30:.1f} GiB, more than '
           f'{MAX_MEMORY_FRACTION:.0%} of a device\'s {limit / 2**30:.1f} GiB; {_SWITCH_OFF}.')
+  from vaegan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   return input_pipeline.images_array(builder, config.train_split, config.image_key)
 
 
@@ -132,7 +134,7 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
   step_fn = functools.partial(train_step_lib.train_step, networks=networks,
                               optimizers=optimizers, config=config)
   batch_size = config.batch_size
-  crop = input_pipeline.crop_box(config)
+  crop = tuple(config.crop) if config.get('crop') else None  # As input_pipeline.crop_box.
   if scan is None:
     scan = default_scan(data_sharding)
 

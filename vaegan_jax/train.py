@@ -32,6 +32,7 @@ from vaegan_jax import image_grid
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import sampling
+from vaegan_jax import sharding
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError, Interrupted, NonFiniteError
@@ -171,7 +172,7 @@ def _make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.Data
   From `stored_images` kept on the devices (config.data_on_device, device_data.py),
   several steps per call; or from the host pipeline, one step per call (`count` is 1).
   """
-  replicated, data_sharding = data_parallel_shardings()
+  replicated, data_sharding = sharding.data_parallel_shardings()
   if stored_images is not None:
     images = device_data.put_on_devices(stored_images, replicated)
     scan = device_data.default_scan(data_sharding)
@@ -195,13 +196,6 @@ def _make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.Data
   return host_step
 
 
-def data_parallel_shardings() -> tuple[jax.NamedSharding, jax.NamedSharding]:
-  """(replicated, split along the batch) over a 'data' mesh of every device of every process."""
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  return jax.NamedSharding(mesh, jax.P()), jax.NamedSharding(mesh, jax.P('data'))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | epath.PathLike) -> train_state.TrainState:
   """Trains from scratch, or from the latest checkpoint in workdir; returns the final state."""
@@ -220,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else int(config.num_epochs * steps_per_epoch))
 
-  replicated, data_sharding = data_parallel_shardings()
+  replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch)
   init = functools.partial(train_state.create_train_state, config=config, networks=networks,

@@ -1,0 +1,27 @@
+"""Devices' peak TFLOP/s and XLA's FLOP count of a step: the benchmarks' fraction of peak."""
+
+import jax
+
+# Dense peak TFLOP/s per device (float32, bfloat16) from the vendors' data sheets. On
+# A100, H100 and H200, XLA's default precision runs float32 convolutions and matmuls as
+# TF32 on the tensor cores, so their float32 figure is TF32's; TPUs run float32 through
+# bfloat16 passes and publish no float32 figure.
+PEAK_TFLOPS = {'H100': (494.0, 989.0), 'H200': (494.0, 989.0), 'A100': (156.0, 312.0),
+               'L4': (60.0, 121.0), 'T4': (8.1, 65.0), 'TPU v2': (None, 45.0),
+               'TPU v3': (None, 123.0), 'TPU v4': (None, 275.0), 'TPU v5 lite': (None, 197.0)}
+
+
+def peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:
+  """The device's peak from PEAK_TFLOPS by its device_kind, or None if not listed."""
+  for name, peaks in PEAK_TFLOPS.items():
+    if name.lower() in device.device_kind.lower():
+      return peaks[bfloat16]
+  return None
+
+
+def flops(lowered_or_compiled) -> float | None:
+  """XLA's FLOP count of a lowered or compiled computation (per device), if it has one."""
+  analysis = lowered_or_compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
