@@ -6,7 +6,7 @@
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution \
       python benchmarks/convolutions.py        # with jaxlib's YNNPACK convolutions on CPU
 
-The step's time is mostly its convolutions (README, Performance); this shows which
+The step's time is mostly its convolutions (docs/performance.md); this shows which
 ones, and how XLA's kernels compare with PyTorch's, without the rest of the step.
 Each figure is the best of --repeats calls, in milliseconds.
 """

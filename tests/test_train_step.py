@@ -44,7 +44,7 @@ def _batch(config):
 
 
 def _reference_losses(networks, config, params, batch_stats, images, rng):
-  """DESIGN.md's losses (and the baselines') written out directly, independently of
+  """docs/model.md's losses (and the baselines') written out directly, independently of
   train_step.py."""
   loss, model = config.loss, config.model
 
