@@ -263,7 +263,7 @@ def test_step_updates_everything_and_reports_metrics():
 def test_a_baseline_builds_steps_and_saves_only_its_networks(model):
   _, networks, optimizers, initial, _ = _setup(model=model)
   new, metrics = _step(dict(model=model))
-  used = train_state.MODELS[model]
+  used = train_state.MODELS[model].networks
   for name in NETWORKS:
     if name in used:
       _assert_trees_differ(getattr(initial, name).params, getattr(new, name).params)

@@ -12,6 +12,7 @@ the state also keeps an exponential moving average of the encoder's and decoder'
 parameters and BatchNorm statistics (`ema`), which sampling and evaluation use.
 """
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import flax
@@ -26,18 +27,61 @@ NETWORKS = ('encoder', 'decoder', 'discriminator')
 AVERAGED = ('encoder', 'decoder')  # The networks whose weights config.ema_decay averages.
 VARIABLES = ('params', 'batch_stats')  # What a network needs in evaluation mode.
 
-# The paper's comparison (Larsen et al. 2016, Figure 3, Table 1): the networks each model has.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What a model trains: which loss term updates which network, and how.
+
+  `losses`: per network the model has, its loss as {term: weight}, where a weight
+  is a number or the name of a config.loss field ('beta', 'gamma'). The terms:
+  'kl' (L_prior); 'llike' (L_llike); 'gan_decoder' (Dec's side of L_GAN);
+  'gan_discriminator' (Dis's cross-entropy, -L_GAN). `likelihood`: where L_llike
+  is measured, 'dis_l' (Dis_l's features) or 'pixels' (the same Gaussian with
+  identity covariance on the pixels, so beta is 1/sigma^2 of that likelihood).
+  `fakes`: the generated images Dis learns to reject ('recon', 'prior'), or None
+  for config.loss.discriminator_fakes' choice.
+  """
+  losses: dict[str, dict[str, float | str]]
+  likelihood: str | None
+  fakes: tuple[str, ...] | None
+
+  @property
+  def networks(self) -> tuple[str, ...]:
+    """The networks the model has, in NETWORKS order."""
+    return tuple(name for name in NETWORKS if name in self.losses)
+
+  @property
+  def decoder_plays_gan(self) -> bool:
+    return 'gan_decoder' in self.losses['decoder']
+
+
+_ENCODER = {'kl': 1.0, 'llike': 'beta'}
+_DISCRIMINATOR = {'gan_discriminator': 1.0}
+# The paper's comparison (Larsen et al. 2016, Figure 3, Table 1); adding a model is one
+# entry here.
 MODELS = {
-    'vae': ('encoder', 'decoder'),  # Pixel-wise Gaussian likelihood.
-    'vae_disl': NETWORKS,  # The VAE with Dis_l of a jointly trained Dis, no GAN term for Dec.
-    'gan': ('decoder', 'discriminator'),  # Dec as the generator, no encoder.
-    'vaegan': NETWORKS,
+    'vae': ModelSpec({'encoder': _ENCODER, 'decoder': {'llike': 1.0}},
+                     likelihood='pixels', fakes=()),
+    # The VAE with Dis_l of a jointly trained Dis, no GAN term for Dec.
+    'vae_disl': ModelSpec({'encoder': _ENCODER, 'decoder': {'llike': 1.0},
+                           'discriminator': _DISCRIMINATOR}, likelihood='dis_l', fakes=None),
+    # Dec as the generator of prior samples, no encoder.
+    'gan': ModelSpec({'decoder': {'gan_decoder': 1.0}, 'discriminator': _DISCRIMINATOR},
+                     likelihood=None, fakes=('prior',)),
+    'vaegan': ModelSpec({'encoder': _ENCODER, 'decoder': {'llike': 'gamma', 'gan_decoder': 1.0},
+                         'discriminator': _DISCRIMINATOR}, likelihood='dis_l', fakes=None),
 }
+
+
+def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
+  """The ModelSpec of config.model."""
+  return MODELS[config.model]
 
 
 def used_networks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The names of the networks config.model trains, in NETWORKS order."""
-  return MODELS[config.model]
+  return model_spec(config).networks
 
 
 @flax.struct.dataclass

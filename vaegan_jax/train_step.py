@@ -1,5 +1,5 @@
 """One VAE-GAN update of all three networks, each by its own loss only (or of the
-networks of a baseline model, config.model; see loss_weights).
+networks of a baseline model, config.model; see train_state.MODELS).
 
     Enc  <- L_prior + beta * L_llike
     Dec  <- gamma * L_llike - L_GAN        (saturating or non-saturating)
@@ -22,7 +22,7 @@ import optax
 
 from vaegan_jax import losses
 from vaegan_jax.train_state import NETWORKS, NetworkState, Networks, Optimizers, TrainState
-from vaegan_jax.train_state import update_ema, used_networks
+from vaegan_jax.train_state import model_spec, update_ema, used_networks
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -58,27 +58,25 @@ def _run_batches(module, params, batch_stats, inputs: list[jax.Array], batches: 
   return results, batch_stats
 
 
-def uses_prior_samples(config: ml_collections.ConfigDict) -> bool:
-  """Whether Dis judges Dec(z_p) for prior latents: always for a GAN, else by config."""
-  return config.model == 'gan' or (
-      'discriminator' in used_networks(config) and
-      config.loss.discriminator_fakes in ('prior', 'both'))
-
-
 def _rejected_fakes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The fakes (FAKES) Dis learns to reject: config.loss.discriminator_fakes."""
-  names = []
-  if config.model != 'gan' and config.loss.discriminator_fakes in ('reconstructions', 'both'):
-    names.append('recon')
-  if uses_prior_samples(config):
-    names.append('prior')
-  return tuple(names)
+  """The fakes (FAKES) Dis learns to reject: the model's, or config.loss.discriminator_fakes."""
+  fixed = model_spec(config).fakes
+  if fixed is not None:
+    return fixed
+  choice = config.loss.discriminator_fakes
+  return tuple(name for name, chosen in (('recon', choice in ('reconstructions', 'both')),
+                                         ('prior', choice in ('prior', 'both'))) if chosen)
+
+
+def uses_prior_samples(config: ml_collections.ConfigDict) -> bool:
+  """Whether Dec decodes prior latents z_p: only for Dis to judge."""
+  return 'prior' in _rejected_fakes(config)
 
 
 def judged_batches(term: str, config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The batches ('real' and FAKES) whose Dis outputs loss term `term` reads."""
   if term == 'llike':
-    return () if config.model == 'vae' else ('real', 'recon')
+    return ('real', 'recon') if model_spec(config).likelihood == 'dis_l' else ()
   if term == 'gan_discriminator':
     return ('real',) + _rejected_fakes(config)
   if term == 'gan_decoder':
@@ -135,48 +133,35 @@ def judge(networks: Networks, config: ml_collections.ConfigDict, params: Any,
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
-  """Each used network's loss as a weighted sum of compute_losses' terms.
+  """Each used network's loss as a weighted sum of compute_losses' terms: the model's
+  ModelSpec.losses (train_state.MODELS) with config.loss's beta and gamma put in.
 
-    vaegan    Enc <- L_prior + beta L_llike   Dec <- gamma L_llike - L_GAN   Dis <- -L_GAN
-    vae_disl  Enc <- L_prior + beta L_llike   Dec <- L_llike                 Dis <- -L_GAN
-    vae       Enc <- L_prior + beta L_pixel   Dec <- L_pixel
-    gan                                       Dec <- -L_GAN (prior samples)  Dis <- -L_GAN
-
-  Terms: 'kl' (L_prior); 'llike' (L_llike in Dis_l features, or for 'vae' the
-  pixels' L_pixel: the same Gaussian, identity covariance, so beta is 1/sigma^2 of
-  the pixel likelihood); 'gan_decoder' (Dec's side of L_GAN); 'gan_discriminator'
-  (Dis's cross-entropy, -L_GAN). The one definition of the losses' make-up: their
-  values and compute_gradients' sharing of work between them both read it.
+  The one definition of the losses' make-up: their values and compute_gradients'
+  sharing of work between them both read it.
   """
-  model, loss = config.model, config.loss
-  weights = {}
-  if model != 'gan':
-    weights['encoder'] = {'kl': 1.0, 'llike': loss.beta}
-  weights['decoder'] = {'vaegan': {'llike': loss.gamma, 'gan_decoder': 1.0},
-                        'gan': {'gan_decoder': 1.0}}.get(model, {'llike': 1.0})
-  if model != 'vae':
-    weights['discriminator'] = {'gan_discriminator': 1.0}
-  return weights
+  return {network: {term: config.loss[weight] if isinstance(weight, str) else weight
+                    for term, weight in terms.items()}
+          for network, terms in model_spec(config).losses.items()}
 
 
 def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """The loss terms (see loss_weights), each used network's loss, and Dis's costs."""
-  model, loss = config.model, config.loss
+  spec, loss = model_spec(config), config.loss
   terms = {}
-  if model != 'gan':
+  if 'encoder' in spec.networks:
     terms['kl'] = losses.kl_divergence(outputs['mu'], outputs['logvar'])
-    if model == 'vae':
-      terms['llike'] = losses.feature_likelihood_loss(outputs['recon'], images)
-    else:
-      terms['llike'] = losses.feature_likelihood_loss(outputs['recon_features'],
-                                                      outputs['real_features'])
-  if 'discriminator' in used_networks(config):
+  if spec.likelihood == 'pixels':
+    terms['llike'] = losses.feature_likelihood_loss(outputs['recon'], images)
+  elif spec.likelihood == 'dis_l':
+    terms['llike'] = losses.feature_likelihood_loss(outputs['recon_features'],
+                                                    outputs['real_features'])
+  if 'discriminator' in spec.networks:
     fake_logits = [outputs[f'{name}_logits'] for name in _rejected_fakes(config)]
     terms['gan_discriminator'] = losses.discriminator_loss(outputs['real_logits'], fake_logits)
     terms['real_cost'] = losses.bce_real(outputs['real_logits'])
     terms['fake_cost'] = sum(losses.bce_fake(l) for l in fake_logits) / len(fake_logits)
-  if model in ('vaegan', 'gan'):
+  if spec.decoder_plays_gan:
     terms['gan_decoder'] = losses.generator_loss(
         fake_logits, saturating=loss.decoder_gan_loss == 'saturating')
   for network, weights in loss_weights(config).items():
@@ -193,7 +178,8 @@ def reuses_dis_gradient_for_gan_decoder(config: ml_collections.ConfigDict) -> bo
   that Dis's own loss pulls back to the fakes serves Dec, negated, and Dec's GAN
   term needs no pull-back through Dis of its own.
   """
-  return (config.model in ('vaegan', 'gan') and config.loss.discriminator_batches == 'separate'
+  return (model_spec(config).decoder_plays_gan
+          and config.loss.discriminator_batches == 'separate'
           and config.loss.decoder_gan_loss == 'saturating')
 
 
