@@ -108,7 +108,7 @@ def draw(model: inference.Model) -> dict[str, object]:
   builder = None
   if FLAGS.images:
     real = image_files.load_folder(FLAGS.images, config.image_size, config.num_channels, count,
-                                   FLAGS.skip_unreadable, config.get('crop'))
+                                   FLAGS.skip_unreadable, config.crop)
   else:
     if FLAGS.data_dir:
       config.data_dir = FLAGS.data_dir
@@ -135,7 +135,7 @@ def draw(model: inference.Model) -> dict[str, object]:
     if FLAGS.with_attribute:
       with_images, without_images = (
           image_files.load_folder(folder, config.image_size, config.num_channels,
-                                  skip_unreadable=FLAGS.skip_unreadable, crop=config.get('crop'))
+                                  skip_unreadable=FLAGS.skip_unreadable, crop=config.crop)
           for folder in (FLAGS.with_attribute, FLAGS.without_attribute))
     else:
       attribute = FLAGS.attribute or (builder and _default_attribute(builder))

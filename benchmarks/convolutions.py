@@ -24,14 +24,14 @@ import jax
 import numpy as np
 
 from vaegan_jax import entry_point
-from vaegan_jax import winograd
+from vaegan_jax.cpu import winograd
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('batch_size', 64, 'Images per convolution call.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls of each; the best is reported.')
 flags.DEFINE_bool('torch', False, 'Also time torch.nn.functional.conv2d and its gradients.')
 flags.DEFINE_bool('winograd', True, 'As the networks\' default cpu_winograd: on CPU, Winograd '
-                  'where vaegan_jax/winograd.py applies it; False: XLA\'s convolutions only.')
+                  'where vaegan_jax/cpu/winograd.py applies it; False: XLA\'s convolutions only.')
 
 # (name, input size, in channels, out channels, kernel size, stride) of the seed's
 # networks at 64x64: Enc and Dis as in models.py; Dec's transposed convolutions as the

@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from benchmarks import device_peaks
 from configs import default
 from vaegan_jax import config_checks
-from vaegan_jax import cpu_convolutions
+from vaegan_jax.cpu import convolutions as cpu_convolutions
 from vaegan_jax import device_data
 from vaegan_jax import entry_point
 from vaegan_jax import input_pipeline
@@ -129,7 +129,7 @@ def benchmark(config) -> dict:
       'config': {'dataset': config.dataset, 'image_size': config.image_size,
                  'num_channels': config.num_channels, 'batch_size': config.batch_size,
                  'dtype': config.dtype, 'model': config.model,
-                 'cpu_winograd': config.get('cpu_winograd', True),
+                 'cpu_winograd': config.cpu_winograd,
                  'data_on_device': config.data_on_device,
                  'steps_per_dispatch': config.steps_per_dispatch},
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',

@@ -9,7 +9,7 @@ Each batch makes three sequential RMSprop updates, as the seed's loop does:
   3. Enc: a fresh Enc and Dec forward, Dis_l on x and x~ (2 calls), KL + beta * L_llike, step.
 That is ten discriminator calls, five decoder calls and two encoder calls per
 batch. Prints one JSON line: parameter counts, step time and images/s.
-The process keeps freed host memory as the JAX entry points do (vaegan_jax/host_memory.py;
+The process keeps freed host memory as the JAX entry points do (vaegan_jax/cpu/host_memory.py;
 VAEGAN_KEEP_FREED_MEMORY=0 turns it off in both), so both run with the same malloc.
 """
 
@@ -25,7 +25,7 @@ from torch import nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vaegan_jax import host_memory  # pylint: disable=g-import-not-at-top
+from vaegan_jax.cpu import host_memory  # pylint: disable=g-import-not-at-top
 
 
 def _block(layer: nn.Module, width: int, two_d: bool = True) -> list[nn.Module]:

@@ -22,7 +22,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
 
-from vaegan_jax import cpu_convolutions
+from vaegan_jax.cpu import convolutions as cpu_convolutions
 
 # As every entry point does before JAX starts: tests, and the processes they start
 # (which inherit XLA_FLAGS), run the same convolution kernels.

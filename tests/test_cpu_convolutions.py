@@ -1,4 +1,4 @@
-"""Entry points run convolutions on CPU with XLA's Eigen kernels (vaegan_jax/cpu_convolutions.py)."""
+"""Entry points run convolutions on CPU with XLA's Eigen kernels (vaegan_jax/cpu/convolutions.py)."""
 
 import os
 import subprocess
@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow  # Fresh processes, as XLA reads its flags at star
 # The convolution is one of the decoder's (batch 64, 32x32, 128 channels), large
 # enough for jaxlib to hand it to YNNPACK by default; it is compiled, not run.
 _PROGRAM = """
-from vaegan_jax import cpu_convolutions, entry_point
+from vaegan_jax import entry_point
+from vaegan_jax.cpu import convolutions as cpu_convolutions
 settings = entry_point.set_up()
 import jax, jax.numpy as jnp
 

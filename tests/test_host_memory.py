@@ -1,4 +1,4 @@
-"""Freed host memory is reused instead of re-faulted (vaegan_jax/host_memory.py)."""
+"""Freed host memory is reused instead of re-faulted (vaegan_jax/cpu/host_memory.py)."""
 
 import os
 import platform
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # A fresh process (mallopt is process-wide).
 # page faults of doing it three times more. mallopt() is process-wide: a fresh process.
 _PROGRAM = """
 import ctypes, resource
-from vaegan_jax import host_memory
+from vaegan_jax.cpu import host_memory
 
 applied = host_memory.keep_freed_memory()
 libc = ctypes.CDLL(None)

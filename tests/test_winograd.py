@@ -1,4 +1,4 @@
-"""Winograd convolutions (vaegan_jax/winograd.py) compute XLA's convolutions, gradients too."""
+"""Winograd convolutions (vaegan_jax/cpu/winograd.py) compute XLA's convolutions, gradients too."""
 
 import functools
 
@@ -10,7 +10,7 @@ import pytest
 
 from vaegan_jax import layers
 from vaegan_jax import models
-from vaegan_jax import winograd
+from vaegan_jax.cpu import winograd
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -110,10 +110,11 @@ def test_seed_networks_agree_with_and_without_winograd():
     variables = jax.jit(functools.partial(network().init, train=False))(
         jax.random.PRNGKey(2), inputs)
     compiled = {
-        cpu_winograd: jax.jit(functools.partial(
-            network(cpu_winograd=cpu_winograd).apply, train=False)).lower(
+        use: jax.jit(functools.partial(
+            network(conv_general_dilated=conv).apply, train=False)).lower(
                 variables, inputs).compile()
-        for cpu_winograd in (True, False)}
+        for use, conv in ((True, winograd.conv_general_dilated),
+                          (False, jax.lax.conv_general_dilated))}
     assert (compiled[True].as_text().count(' convolution(') <
             compiled[False].as_text().count(' convolution('))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),

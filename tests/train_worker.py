@@ -13,7 +13,7 @@ decoded from fixed z sharded over all devices.
 import functools
 import sys
 
-from vaegan_jax import cpu_convolutions
+from vaegan_jax.cpu import convolutions as cpu_convolutions
 
 cpu_convolutions.use_eigen_convolutions()  # As the tests' own process runs them.
 

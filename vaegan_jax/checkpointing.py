@@ -177,7 +177,11 @@ def read_config_json(path: epath.PathLike) -> dict:
   if isinstance(saved.get('model'), dict):  # Runs from before config.model chose the model.
     saved['networks'], saved['model'] = saved['model'], 'vaegan'
   saved['networks'].setdefault('bias_before_norm', True)  # Earlier runs always had them.
-  saved.setdefault('ema_decay', 0.0)
+  # Fields added since: what those runs did.
+  for field, value in (('ema_decay', 0.0), ('crop', None), ('dtype', 'float32'),
+                       ('cpu_winograd', True), ('data_on_device', False),
+                       ('steps_per_dispatch', 1), ('restore_step', 0)):
+    saved.setdefault(field, value)
   loss = saved.get('loss', {})
   if 'concat_batches' in loss:  # One switch for Dis and Dec before they were apart.
     batches = 'joint' if loss.pop('concat_batches') else 'separate'

@@ -62,7 +62,7 @@ def default_directory() -> epath.Path:
 
 def cache_name(config: ml_collections.ConfigDict) -> str:
   """What the classifier depends on, as a file name."""
-  crop = '-crop' + '_'.join(map(str, config.crop)) if config.get('crop') else ''
+  crop = '-crop' + '_'.join(map(str, config.crop)) if config.crop else ''
   name = (f'{config.dataset}-{config.train_split}-{config.image_size}px-{config.num_channels}ch'
           f'{crop}-{config.eval.label_key}-{config.eval.classifier_steps}steps-v{_VERSION}')
   return re.sub(r'[^A-Za-z0-9_.+-]', '_', name)

@@ -134,7 +134,7 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
   step_fn = functools.partial(train_step_lib.train_step, networks=networks,
                               optimizers=optimizers, config=config)
   batch_size = config.batch_size
-  crop = tuple(config.crop) if config.get('crop') else None  # As input_pipeline.crop_box.
+  crop = tuple(config.crop) if config.crop else None  # As input_pipeline.crop_box.
   if scan is None:
     scan = default_scan(data_sharding)
 

@@ -11,8 +11,8 @@ from absl import logging
 import jax
 import ml_collections
 
-from vaegan_jax import cpu_convolutions
-from vaegan_jax import host_memory
+from vaegan_jax.cpu import convolutions as cpu_convolutions
+from vaegan_jax.cpu import host_memory
 from vaegan_jax.errors import ConfigError, Interrupted, UserError
 
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/')

@@ -108,7 +108,7 @@ def preprocess(image: tf.Tensor, image_size: int, num_channels: int,
 
 def crop_box(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | None:
   """config.crop as preprocess takes it: (top, bottom, left, right), or None."""
-  return tuple(config.crop) if config.get('crop') else None
+  return tuple(config.crop) if config.crop else None
 
 
 def _images(builder: tfds.core.DatasetBuilder, split: str, image_key: str,

@@ -60,7 +60,7 @@ class SubpixelConvTranspose(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   dtype: Any = None  # Computation dtype; None: the input's.
-  # As nn.Conv's: what computes the convolution (models.py: winograd.conv_general_dilated).
+  # As nn.Conv's: what computes the convolution (cpu/winograd.py's, injected by train_state.build_networks).
   conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
 
   @nn.compact

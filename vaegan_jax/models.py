@@ -11,7 +11,7 @@ convention. Every network takes `train` and keeps BatchNorm statistics in the
 `batch_stats` collection.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import functools
 from typing import Any
 
@@ -19,7 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vaegan_jax import winograd
 from vaegan_jax.layers import SubpixelConvTranspose
 
 ACTIVATIONS = {
@@ -27,11 +26,6 @@ ACTIVATIONS = {
     'relu': nn.relu,  # the paper
 }
 DISL_FEATURES = ('post_activation', 'pre_norm')
-
-
-def _convolution(cpu_winograd: bool):
-  """What computes the convolutions: on CPU, Winograd's algorithm where it is faster."""
-  return winograd.conv_general_dilated if cpu_winograd else jax.lax.conv_general_dilated
 
 
 def _batch_norm(train: bool, momentum: float, dtype: Any) -> nn.BatchNorm:
@@ -72,7 +66,8 @@ class Encoder(nn.Module):
   batch_norm_momentum: float = 0.9
   bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
-  cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
+  # What computes the convolutions, as nn.Conv's field (build_networks may pass a faster one).
+  conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -80,7 +75,7 @@ class Encoder(nn.Module):
     for width in self.widths:
       x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME', dtype=self.dtype,
                   use_bias=self.bias_before_norm,
-                  conv_general_dilated=_convolution(self.cpu_winograd))(x)
+                  conv_general_dilated=self.conv_general_dilated)(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.dense_width, dtype=self.dtype, use_bias=self.bias_before_norm)(x)
@@ -105,7 +100,8 @@ class Decoder(nn.Module):
   batch_norm_momentum: float = 0.9
   bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
-  cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
+  # What computes the convolutions, as nn.Conv's field (build_networks may pass a faster one).
+  conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
@@ -119,7 +115,7 @@ class Decoder(nn.Module):
     for width, stride in zip(self.widths, strides):
       x = SubpixelConvTranspose(width, kernel, strides=(stride, stride), dtype=self.dtype,
                                 use_bias=self.bias_before_norm,
-                                conv_general_dilated=_convolution(self.cpu_winograd))(x)
+                                conv_general_dilated=self.conv_general_dilated)(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = SubpixelConvTranspose(self.num_channels, (5, 5), dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
@@ -142,7 +138,8 @@ class Discriminator(nn.Module):
   batch_norm_momentum: float = 0.9
   bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
-  cpu_winograd: bool = True  # winograd.py; False: XLA's convolutions everywhere.
+  # What computes the convolutions, as nn.Conv's field (build_networks may pass a faster one).
+  conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -152,7 +149,7 @@ class Discriminator(nn.Module):
       # The first block has no BatchNorm, as in DCGAN and the seed: it keeps its bias.
       x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME', dtype=self.dtype,
                   use_bias=self.bias_before_norm or index == 0,
-                  conv_general_dilated=_convolution(self.cpu_winograd))(x)
+                  conv_general_dilated=self.conv_general_dilated)(x)
       if index + 1 == self.disl_layer and self.disl_features == 'pre_norm':
         features = x
       if index > 0:

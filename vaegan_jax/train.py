@@ -160,7 +160,7 @@ def _steps_until_boundary(step: int, num_steps: int, config: ml_collections.Conf
   if config.eval.every_steps:
     periods.append(config.eval.every_steps)
   boundary = min([num_steps] + [(step // p + 1) * p for p in periods])
-  return max(1, min(config.get('steps_per_dispatch', 1), boundary - step))
+  return max(1, min(config.steps_per_dispatch, boundary - step))
 
 
 def _make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
@@ -210,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   steps_per_epoch = train_size // config.batch_size
   # Read (and checked to fit the devices) before anything is written to the workdir.
   stored_images = (device_data.load_images(builder, config)
-                   if config.get('data_on_device', False) else None)
+                   if config.data_on_device else None)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else int(config.num_epochs * steps_per_epoch))
 

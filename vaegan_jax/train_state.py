@@ -22,6 +22,7 @@ import ml_collections
 import optax
 
 from vaegan_jax import models
+from vaegan_jax.cpu import winograd
 
 NETWORKS = ('encoder', 'decoder', 'discriminator')
 AVERAGED = ('encoder', 'decoder')  # The networks whose weights config.ema_decay averages.
@@ -155,8 +156,9 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
   m = config.networks
   common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum,
                 bias_before_norm=m.bias_before_norm,
-                dtype=jnp.dtype(config.get('dtype') or 'float32'),
-                cpu_winograd=config.get('cpu_winograd', True))
+                dtype=jnp.dtype(config.dtype),
+                conv_general_dilated=(winograd.conv_general_dilated if config.cpu_winograd
+                                      else jax.lax.conv_general_dilated))
   return Networks(**_only_used(config, dict(
       encoder=models.Encoder(
           latent_dim=m.latent_dim, widths=tuple(m.encoder_widths),
