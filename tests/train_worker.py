@@ -23,7 +23,7 @@ import numpy as np
 
 from configs import digits
 from tests.helpers import SCALE_OUT_RUN, override, tiny
-from vaegan_jax import device_data, entry_point, input_pipeline, sampling, sharding, train
+from vaegan_jax import device_data, entry_point, inference, input_pipeline, sharding, train
 from vaegan_jax import train_state
 from vaegan_jax import train_step
 
@@ -79,8 +79,9 @@ def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
                          axis_types=(jax.sharding.AxisType.Auto,))
     z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, config.networks.latent_dim)),
                        jax.NamedSharding(mesh, jax.P('data')))
-    images = sampling.decode(train_state.build_networks(config),
-                             train_state.eval_variables(state), z)
+    model = inference.Model(config, train_state.build_networks(config),
+                            train_state.eval_variables(state), int(state.step))
+    images = inference.decode(model, z)
     assert len(images.sharding.device_set) == jax.device_count()
     arrays['decoded_fixed_z'] = np.asarray(images)
   np.savez(out, **arrays)

@@ -31,7 +31,6 @@ from vaegan_jax import evaluation
 from vaegan_jax import image_grid
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
-from vaegan_jax import sampling
 from vaegan_jax import sharding
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
@@ -253,7 +252,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   base_rng = jax.device_get(state.rng)
   run_steps = _make_step_runner(config, builder, stored_images, networks, optimizers,
                                 start_step, rows, base_rng)
-  preview = jax.jit(functools.partial(sampling.samples_and_reconstructions, networks))
   all_finite = jax.jit(train_state.all_finite)
   fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
                               (config.num_sample_images, config.networks.latent_dim))
@@ -280,8 +278,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f'{"step " + str(manager.latest_step()) if manager.latest_step() else "none"}. A lower '
           '--config.optim.learning_rate may avoid the overflow.')
     checkpointing.save(manager, state)
-    samples, recons = jax.device_get(preview(train_state.eval_variables(state), fixed_z,
-                                             fixed_real))
+    model = inference.Model(config, networks, train_state.eval_variables(state), step)
+    samples = jax.device_get(inference.decode(model, fixed_z))
+    recons = (jax.device_get(inference.reconstruct(model, fixed_real))
+              if networks.encoder is not None else None)
     if recons is not None:
       writer.write_scalars(step, {'eval/reconstruction_mse': float(
           np.mean(np.square(recons - fixed_real[:len(recons)])))})
