@@ -21,10 +21,7 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.dataset = 'celeb_a'
-  config.train_split = 'train'
-  config.eval_split = 'test'
-  config.image_size = 64
+  config.dataset = 'celeb_a'  # 64x64 as default.py.
   config.num_channels = 3
   config.crop = (40, 188, 15, 163)
   config.cache_dataset = False  # 162,770 images: too many to decode into host memory.

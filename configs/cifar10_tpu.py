@@ -16,5 +16,4 @@ def get_config() -> ml_collections.ConfigDict:
   config = cifar10.get_config()
   config.batch_size = 256
   config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
   return config
