@@ -15,8 +15,11 @@ from configs import mnist
 from tests.helpers import tiny
 from vaegan_jax import device_data
 from vaegan_jax import input_pipeline
+from vaegan_jax import nonfinite
+from vaegan_jax import progress
 from vaegan_jax import train
 from vaegan_jax import sharding
+from vaegan_jax import step_runner
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError, NonFiniteError
@@ -125,13 +128,13 @@ def test_a_dispatch_stops_at_the_next_log_checkpoint_or_end(step, expected):
   config = digits.get_config()
   config.data_on_device, config.steps_per_dispatch = True, 3
   config.log_every_steps, config.checkpoint_every_steps = 4, 8
-  assert train._steps_until_boundary(step, 10, config) == expected
+  assert step_runner.steps_until_boundary(step, 10, config) == expected
 
 
 def test_a_log_step_reached_by_the_first_dispatch_alone_shows_no_speed():
-  line = train.progress_line(10, 20, {'kl': 1.5}, None, None)
+  line = progress.progress_line(10, 20, {'kl': 1.5}, None, None)
   assert line == 'step 10/20 | kl 1.5 | first steps, compilation included'
-  assert train.progress_line(20, 40, {'kl': 1.5}, 64.0, 1.0).endswith('64.0 img/s | ETA 0m20s')
+  assert progress.progress_line(20, 40, {'kl': 1.5}, 64.0, 1.0).endswith('64.0 img/s | ETA 0m20s')
 
 
 class _Manager:
@@ -144,8 +147,8 @@ def test_a_non_finite_step_inside_a_dispatch_is_named():
              'nonfinite/llike': np.zeros(3)}
   with pytest.raises(NonFiniteError, match=r'^Step 5: non-finite KL \(L_prior\)\. .*'
                      r'latest checkpoint is step 4'):
-    train._check_finite(6, metrics, 'stop', _Manager())
-  train._check_finite(6, metrics, 'skip', _Manager())  # Warns and goes on.
+    nonfinite.check_finite(6, metrics, 'stop', _Manager())
+  nonfinite.check_finite(6, metrics, 'skip', _Manager())  # Warns and goes on.
 
 
 def test_what_cannot_run_from_the_devices_is_refused_before_anything_is_written(

@@ -9,8 +9,6 @@ same workdir resumes from the latest checkpoint: the state, the step, and
 """
 
 import functools
-import signal
-import threading
 import time
 
 from absl import logging
@@ -21,7 +19,6 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
 from vaegan_jax import checkpointing
 from vaegan_jax import config_checks
@@ -31,111 +28,13 @@ from vaegan_jax import evaluation
 from vaegan_jax import image_grid
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
+from vaegan_jax import nonfinite
+from vaegan_jax import preemption
+from vaegan_jax import progress
 from vaegan_jax import sharding
+from vaegan_jax import step_runner
 from vaegan_jax import train_state
-from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError, Interrupted, NonFiniteError
-
-_PROGRESS_TERMS = (('loss/encoder', 'enc'), ('loss/decoder', 'dec'),
-                   ('loss/discriminator', 'dis'), ('kl', 'kl'), ('llike', 'llike'),
-                   ('d_real', 'D(x)'), ('d_recon', 'D(x~)'), ('d_prior', 'D(xp)'))
-
-
-def _format_duration(seconds: float) -> str:
-  minutes, seconds = divmod(int(seconds), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{seconds:02d}s'
-
-
-def progress_line(step: int, num_steps: int, metrics: dict[str, float],
-                  images_per_second: float | None, seconds_per_step: float | None) -> str:
-  """One human-readable line: step, the loss terms, throughput and time left (None
-  where the interval held only the first, compiling, steps)."""
-  terms = ' '.join(f'{short} {metrics[key]:.4g}' for key, short in _PROGRESS_TERMS
-                   if key in metrics)
-  skipped = ''.join(f' skipped-{name[8:]} {metrics[name]:.0%}' for name in metrics
-                    if name.startswith('skipped/') and metrics[name] > 0)
-  if metrics.get('nonfinite', 0) > 0:
-    skipped += f' non-finite {metrics["nonfinite"]:.0%}'
-  if seconds_per_step is None:
-    return f'step {step}/{num_steps} | {terms}{skipped} | first steps, compilation included'
-  eta = _format_duration((num_steps - step) * seconds_per_step)
-  return (f'step {step}/{num_steps} | {terms}{skipped} | {images_per_second:.1f} img/s | '
-          f'ETA {eta}')
-
-
-class _StopOnSignal:
-  """Turns SIGTERM (what preemption sends) and Ctrl-C (SIGINT) into a request to
-  checkpoint and stop; a second Ctrl-C stops at once.
-
-  With several processes, JAX's preemption sync manager (which catches SIGTERM
-  itself) picks the next step that every process reaches, so all save the same one.
-  """
-
-  def __init__(self):
-    self.received = None  # The signal's name, once one arrived.
-    self._previous = {}
-    self._multiprocess = jax.process_count() > 1
-    if threading.current_thread() is threading.main_thread():
-      signals = (signal.SIGINT,) if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
-      self._previous = {s: signal.signal(s, self._handle) for s in signals}
-
-  def _handle(self, signum, frame):
-    del frame
-    self.received = signal.Signals(signum).name
-    if signum == signal.SIGINT:  # A second Ctrl-C interrupts whatever runs then.
-      signal.signal(signal.SIGINT, signal.default_int_handler)
-      logging.warning('Ctrl-C: saving a checkpoint after this step, then stopping (press '
-                      'Ctrl-C again to stop without saving).')
-
-  def requested(self, step: int) -> bool:
-    """Whether to save and stop after `step`; with several processes, call at every step."""
-    if self._multiprocess and multihost_utils.reached_preemption_sync_point(step):
-      self.received = self.received or 'SIGTERM'
-    return self.received is not None
-
-  def restore(self):
-    for signum, previous in self._previous.items():
-      signal.signal(signum, previous)
-
-
-def _check_finite(last_step: int, metrics: dict[str, jax.Array], on_nonfinite: str,
-                  manager, start_step: int = 0) -> None:
-  """Stops the run (or with on_nonfinite='skip', warns) if a step was not finite.
-
-  `metrics` are those of one step, `last_step`, or stacked along a leading axis,
-  of the steps that end with it. `start_step` is where this run resumed.
-  """
-  nonfinite = np.atleast_1d(np.asarray(metrics['nonfinite']))
-  if not nonfinite.any():
-    return
-  for index in np.flatnonzero(nonfinite):
-    step = last_step - (len(nonfinite) - 1 - index)
-    terms = [train_step_lib.FINITE_CHECKS.get(term, term.replace('/', ' of the '))
-             for term in train_step_lib.CHECKED_TERMS
-             if f'nonfinite/{term}' in metrics
-             and np.atleast_1d(np.asarray(metrics[f'nonfinite/{term}']))[index]]
-    if on_nonfinite == 'skip':
-      logging.warning('Step %d: non-finite %s; the networks skip this batch.', step,
-                      ', '.join(terms))
-      continue
-    steps = sorted(manager.all_steps())
-    earlier = [s for s in steps if s < (steps[-1] if steps else 0)]
-    rewind = (f' --config.restore_step={earlier[-1]} resumes from an earlier checkpoint (the '
-              'newer ones are set aside, not deleted).' if earlier else '')
-    if start_step and step == start_step + 1:
-      raise NonFiniteError(
-          f'Step {step}: non-finite {", ".join(terms)}, at the first step after resuming from '
-          f'the checkpoint of step {start_step}: its parameters have likely diverged.'
-          f'{rewind or " Start over in a new --workdir with a lower learning rate."} '
-          '(If one bad batch is the cause, --config.on_nonfinite=skip drops it.)')
-    raise NonFiniteError(
-        f'Step {step}: non-finite {", ".join(terms)}. Training stopped and this state was not '
-        f'saved; the latest checkpoint is {f"step {steps[-1]}" if steps else "none"}. '
-        'Re-running resumes from it; a lower --config.optim.learning_rate may avoid the '
-        'overflow, and --config.on_nonfinite=skip drops such batches instead of stopping.'
-        f'{" If the re-run stops at once, that checkpoint has diverged too:" + rewind if rewind else ""}')
-
 
 def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
                    samples: np.ndarray, real: np.ndarray, recons: np.ndarray | None) -> None:
@@ -150,49 +49,6 @@ def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, ste
   directory.mkdir(parents=True, exist_ok=True)
   image_grid.save_png(directory / f'step_{step:06d}.png', image_grid.side_by_side(panels))
   writer.write_images(step, images)
-
-
-def _steps_until_boundary(step: int, num_steps: int, config: ml_collections.ConfigDict) -> int:
-  """How many steps to run from `step` in one dispatch: config.steps_per_dispatch, or
-  fewer to stop at the next step that logs, checkpoints, evaluates or ends the run."""
-  periods = [config.log_every_steps, config.checkpoint_every_steps]
-  if config.eval.every_steps:
-    periods.append(config.eval.every_steps)
-  boundary = min([num_steps] + [(step // p + 1) * p for p in periods])
-  return max(1, min(config.steps_per_dispatch, boundary - step))
-
-
-def _make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
-                      stored_images: np.ndarray | None, networks: train_state.Networks,
-                      optimizers: train_state.Optimizers, start_step: int,
-                      rows: tuple[int, int], base_rng: jax.Array):
-  """run_steps(state, step, count) -> (state, metrics): `count` train steps from `step`.
-
-  From `stored_images` kept on the devices (config.data_on_device, device_data.py),
-  several steps per call; or from the host pipeline, one step per call (`count` is 1).
-  """
-  replicated, data_sharding = sharding.data_parallel_shardings()
-  if stored_images is not None:
-    images = device_data.put_on_devices(stored_images, replicated)
-    scan = device_data.default_scan(data_sharding)
-    logging.info('Keeping the %d training images (%.1f MB) on the devices; %s.',
-                 images.shape[0], images.nbytes / 1e6,
-                 f'up to {config.steps_per_dispatch} steps per call' if scan else
-                 'one step per call on CPU (XLA:CPU runs convolutions in loops slowly)')
-    device_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding,
-                                                scan)
-    return lambda state, step, count: device_steps(state, images, count)
-
-  batches = input_pipeline.prefetch_to_device(
-      input_pipeline.train_batches(builder, config, start_step, rows), data_sharding,
-      config.batch_size)
-  step_fn = train_step_lib.make_train_step(config, networks, optimizers)
-
-  def host_step(state, step, count):
-    assert count == 1, count
-    return step_fn(state, next(batches), jax.random.fold_in(base_rng, step))
-
-  return host_step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -250,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # A host copy of the state's key (the state is donated every step): step keys fold in the step.
   base_rng = jax.device_get(state.rng)
-  run_steps = _make_step_runner(config, builder, stored_images, networks, optimizers,
+  run_steps = step_runner.make_step_runner(config, builder, stored_images, networks, optimizers,
                                 start_step, rows, base_rng)
   all_finite = jax.jit(train_state.all_finite)
   fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
@@ -288,20 +144,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if is_chief:
       _write_samples(workdir, writer, step, samples, fixed_real, recons)
 
-  stop = _StopOnSignal()
+  stop = preemption.StopOnSignal()
   pending_metrics, unchecked = [], None
   interval_start, interval_steps = time.perf_counter(), 0
   try:
     step = start_step
     while step < num_steps:
-      count = _steps_until_boundary(step, num_steps, config)
+      count = step_runner.steps_until_boundary(step, num_steps, config)
       state, metrics = run_steps(state, step, count)
       done = step + count
       # Every step's id, in order: with several processes that is where they agree to stop.
       stopping = any([stop.requested(s) for s in range(step + 1, done + 1)])
       # Checking the previous dispatch's metrics keeps this one asynchronous.
       if unchecked is not None:
-        _check_finite(*unchecked, config.on_nonfinite, manager, start_step)
+        nonfinite.check_finite(*unchecked, config.on_nonfinite, manager, start_step)
       unchecked = (done, metrics)
       pending_metrics.append(metrics)
       interval_steps += count
@@ -324,11 +180,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           summary['images_per_second'] = images_per_second
         writer.write_scalars(done, summary)
         if is_chief:
-          logging.info(progress_line(done, num_steps, summary, images_per_second,
+          logging.info(progress.progress_line(done, num_steps, summary, images_per_second,
                                      seconds_per_step))
         interval_start, interval_steps = time.perf_counter(), 0
       if done % config.checkpoint_every_steps == 0 or done == num_steps or stopping:
-        _check_finite(*unchecked, config.on_nonfinite, manager, start_step)  # Never save it.
+        nonfinite.check_finite(*unchecked, config.on_nonfinite, manager, start_step)  # Never save it.
         unchecked = None
         save_checkpoint_and_samples(state)
       if config.eval.every_steps and (done % config.eval.every_steps == 0 or done == num_steps):
