@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from tests.helpers import override
 from vaegan_jax import layers
 from vaegan_jax import models
 from vaegan_jax import train_state
@@ -39,9 +40,12 @@ def test_decoder_plan(image_size, start, strides):
 @pytest.mark.parametrize('image_size, channels', [(28, 1), (32, 3), (64, 1)])
 def test_shapes_per_image_size(image_size, channels):
   batch, latent = 2, 8
-  encoder = models.Encoder(latent_dim=latent, widths=(4, 8, 8), dense_width=16)
-  decoder = models.Decoder(image_size=image_size, num_channels=channels, widths=(8, 4, 4))
-  discriminator = models.Discriminator(widths=(4, 4, 8, 8), dense_width=8, disl_layer=3)
+  config = override(default.get_config(), {
+      'image_size': image_size, 'num_channels': channels, 'networks.latent_dim': latent,
+      'networks.encoder_widths': (4, 8, 8), 'networks.encoder_dense_width': 16,
+      'networks.decoder_widths': (8, 4, 4), 'networks.discriminator_widths': (4, 4, 8, 8),
+      'networks.discriminator_dense_width': 8, 'networks.disl_layer': 3})
+  encoder, decoder, discriminator = train_state.build_networks(config)
   images = jnp.zeros((batch, image_size, image_size, channels))
   z = jnp.zeros((batch, latent))
   rng = jax.random.PRNGKey(0)
@@ -60,8 +64,10 @@ def test_disl_features_before_and_after_batch_norm():
   images = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
   outputs = {}
   for where in models.DISL_FEATURES:
-    dis = models.Discriminator(widths=(4, 4, 8, 8), dense_width=8, disl_layer=2,
-                               disl_features=where, activation='relu')
+    dis = train_state.build_networks(override(default.get_config(), {
+        'networks.discriminator_widths': (4, 4, 8, 8), 'networks.discriminator_dense_width': 8,
+        'networks.disl_layer': 2, 'networks.disl_features': where,
+        'networks.activation': 'relu'})).discriminator
     variables = dis.init(jax.random.PRNGKey(1), images, train=False)
     (_, outputs[where]), _ = dis.apply(variables, images, train=True, mutable=['batch_stats'])
   # After BatchNorm (scale 1, bias 0) and ReLU: non-negative; the raw conv is not.

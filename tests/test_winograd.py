@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from vaegan_jax import layers
-from vaegan_jax import models
+from vaegan_jax import train_state
 from vaegan_jax.cpu import winograd
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -106,12 +107,13 @@ def test_seed_networks_agree_with_and_without_winograd():
   """
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 1), minval=-1, maxval=1)
   latents = jax.random.normal(jax.random.PRNGKey(1), (2, 128))
-  for network, inputs in ((models.Decoder, latents), (models.Discriminator, images)):
-    variables = jax.jit(functools.partial(network().init, train=False))(
+  networks = train_state.build_networks(default.get_config())  # The seed's 64x64 networks.
+  for network, inputs in ((networks.decoder, latents), (networks.discriminator, images)):
+    variables = jax.jit(functools.partial(network.init, train=False))(
         jax.random.PRNGKey(2), inputs)
     compiled = {
         use: jax.jit(functools.partial(
-            network(conv_general_dilated=conv).apply, train=False)).lower(
+            network.clone(conv_general_dilated=conv).apply, train=False)).lower(
                 variables, inputs).compile()
         for use, conv in ((True, winograd.conv_general_dilated),
                           (False, jax.lax.conv_general_dilated))}

@@ -59,12 +59,13 @@ LOGVAR_LIMIT = 20.0
 class Encoder(nn.Module):
   """x -> (mu, logvar) of the Gaussian posterior q(z|x); logvar clipped to +-LOGVAR_LIMIT."""
 
-  latent_dim: int = 128
-  widths: Sequence[int] = (64, 128, 256)
-  dense_width: int = 2048
-  activation: str = 'leaky_relu'
-  batch_norm_momentum: float = 0.9
-  bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
+  # No defaults: configs/default.py's `networks` are the defaults (train_state.build_networks).
+  latent_dim: int
+  widths: Sequence[int]
+  dense_width: int
+  activation: str
+  batch_norm_momentum: float
+  bias_before_norm: bool  # True: the seed's biases in front of BatchNorm.
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
   # What computes the convolutions, as nn.Conv's field (build_networks may pass a faster one).
   conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
@@ -92,13 +93,13 @@ class Decoder(nn.Module):
   convolutions (layers.py): the same function and parameters, a faster gradient.
   """
 
-  image_size: int = 64
-  num_channels: int = 1
-  widths: Sequence[int] = (256, 128, 32)
-  kernel_size: int = 6
-  activation: str = 'leaky_relu'
-  batch_norm_momentum: float = 0.9
-  bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
+  image_size: int
+  num_channels: int
+  widths: Sequence[int]
+  kernel_size: int
+  activation: str
+  batch_norm_momentum: float
+  bias_before_norm: bool
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
   # What computes the convolutions, as nn.Conv's field (build_networks may pass a faster one).
   conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
@@ -129,14 +130,14 @@ class Discriminator(nn.Module):
   before BatchNorm (the paper's code).
   """
 
-  widths: Sequence[int] = (32, 128, 256, 256)
-  strides: Sequence[int] = (1, 2, 2, 2)
-  dense_width: int = 512
-  activation: str = 'leaky_relu'
-  disl_layer: int = 4
-  disl_features: str = 'post_activation'
-  batch_norm_momentum: float = 0.9
-  bias_before_norm: bool = True  # The seed's biases in front of BatchNorm.
+  widths: Sequence[int]
+  strides: Sequence[int]
+  dense_width: int
+  activation: str
+  disl_layer: int
+  disl_features: str
+  batch_norm_momentum: float
+  bias_before_norm: bool
   dtype: Any = jnp.float32  # Computation; parameters and outputs stay float32.
   # What computes the convolutions, as nn.Conv's field (build_networks may pass a faster one).
   conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
