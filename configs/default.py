@@ -83,9 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
   # optimizer states, BatchNorm statistics and losses stay float32 either way.
   config.dtype = 'float32'
   # On CPU, float32 convolutions with >= 128 channels (3x3, and 5x5 with stride 2) by
-  # Winograd's algorithm (vaegan_jax/cpu/winograd.py): about 1.5x the train step's speed,
-  # results within ~1e-5 relative of direct convolution. GPUs and TPUs, and False here,
-  # use XLA's convolutions.
+  # Winograd's algorithm (vaegan_jax/cpu/winograd.py): a faster train step
+  # (docs/performance.md), results within ~1e-5 relative of direct convolution. GPUs and
+  # TPUs, and False here, use XLA's convolutions.
   config.cpu_winograd = True
 
   # Optimisation: one RMSProp per network.

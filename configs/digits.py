@@ -8,10 +8,7 @@ Dis sees the real and fake images as one BatchNorm batch (the default, the paper
 code) and trains at the seed's tenth of the learning rate; the decoder's GAN term is
 non-saturating and weighted more (gamma=0.1), with a smaller latent and beta=0.5;
 samples and evaluation use a moving average of Enc's and Dec's weights (decay 0.99).
-Measured with compare.py (seed 0, 2000 samples, FD against the test digits): Dis at
-the full learning rate won at once and left the plain GAN drawing blobs (FD 755)
-and the VAE/GAN at FD 210; a tenth of it gave 80 and 179; the moving average gave
-80 vs 99 (GAN) and 179 vs 199 (VAE/GAN) against the raw weights.
+docs/results.md has the comparisons that chose these settings.
 """
 
 import ml_collections

@@ -109,9 +109,9 @@ def default_scan(data_sharding: jax.sharding.Sharding) -> bool:
   """Whether several steps run in one lax.scan: on GPU and TPU, not on CPU.
 
   XLA:CPU compiles a convolution inside a loop without the operand transposes that
-  give it Eigen's kernels (jax-ml/jax#12868): this model's kernel gradients ran
-  30x slower inside a while loop here, and a whole step of configs/digits.py 16.5 s
-  against 0.9 s. On CPU the steps are therefore separate calls, which compute the same.
+  give it Eigen's kernels (jax-ml/jax#12868): this model's step ran many times slower
+  inside a loop (docs/performance.md). On CPU the steps are therefore separate calls,
+  which compute the same.
   """
   return next(iter(data_sharding.device_set)).platform != 'cpu'
 

@@ -2,7 +2,7 @@
 
 nn.ConvTranspose lowers to a convolution over the zero-dilated input; its weight
 gradient is an input-dilated convolution that XLA's CPU backend runs very slowly
-(over 10x the forward pass for the decoder, the slowest part of a train step).
+(many times the forward pass: the decoder was the slowest part of a train step).
 Splitting the kernel into its stride**2 output phases ("sub-pixel convolution",
 Shi et al. 2016) gives the same function as one undilated convolution with
 stride**2 times the output channels, followed by a depth-to-space shuffle: no

@@ -2,10 +2,9 @@
 
 jaxlib 0.10 hands the larger convolutions on CPU to YNNPACK (the fusion type
 `individual_convolution` of XLA's --xla_cpu_experimental_ynn_fusion_type). For
-this model's convolutions XLA's Eigen kernels are faster: the kernel gradients
-2.3x as fast, all convolutions of the 64x64 networks a third less time (about
-PyTorch's), and the whole train step 1.2x as many images/s on 2 cores
-(docs/performance.md; benchmarks/convolutions.py). YNNPACK's other fusions are kept.
+this model's convolutions XLA's Eigen kernels are faster, the kernel gradients most,
+and so is the whole train step (figures in docs/performance.md, from
+benchmarks/convolutions.py). YNNPACK's other fusions are kept.
 
 XLA reads its flags when JAX starts a backend, so this must run before JAX first
 uses a device; the entry points call it first (entry_point.set_up). Only XLA's CPU

@@ -3,8 +3,8 @@
 XLA's CPU backend allocates and frees its large buffers (activations, convolution
 scratch: gigabytes per train step of the 64x64 networks) in every step. glibc's
 malloc serves blocks above 32 MB with fresh mmap()s and hands them back on free(),
-so the kernel zero-fills every page again: 1.5 million page faults (6 GB) and a fifth
-of the CPU time of a step on 2 cores (docs/performance.md). Serving everything from one
+so the kernel zero-fills every page again: millions of page faults and a large share
+of a step's CPU time (docs/performance.md). Serving everything from one
 heap that is never trimmed makes a step reuse the previous step's pages. The cost
 is that the process keeps its peak host memory until it exits, which a training
 run reaches in its first step anyway.
