@@ -37,11 +37,15 @@ from vaegan_jax import train
 from vaegan_jax import train_state
 from vaegan_jax.errors import ConfigError
 
-flags.DEFINE_string('workdir', None, 'Where each model trains (WORKDIR/<model>/seed_<seed>) '
-                    'and the results go.')
-config_flags.DEFINE_config_file('config', 'configs/digits.py', 'The config every model '
-                                'trains with; config.model and config.seed are set per run.',
-                                lock_config=True)
+flags.DEFINE_string(
+    'workdir', None, 'Where each model trains (WORKDIR/<model>/seed_<seed>) ' 'and the results go.'
+)
+config_flags.DEFINE_config_file(
+    'config',
+    'configs/digits.py',
+    'The config every model ' 'trains with; config.model and config.seed are set per run.',
+    lock_config=True,
+)
 flags.DEFINE_list('models', list(train_state.MODELS), 'Which models, in table order.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds per model.')
 flags.DEFINE_integer('num_samples', 5000, 'Prior samples scored per run.')
@@ -50,16 +54,18 @@ flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
 # (metric, column title, format); lower is better unless the title has a '↑'.
-COLUMNS = (('frechet/samples', 'FD test', '.1f'),
-           ('frechet/samples_vs_train', 'FD train', '.1f'),
-           ('kid/samples', 'KID', '.3f'),
-           ('samples/confidence', 'confidence ↑', '.3f'),
-           ('samples/class_entropy', 'class entropy ↑', '.3f'),
-           ('samples/classifier_score', 'class. score ↑', '.2f'),
-           ('samples/sharpness', 'sharpness (1: as real)', '.2f'),
-           ('frechet/reconstructions', 'FD recon.', '.1f'),
-           ('reconstruction/mse', 'recon. MSE', '.4f'),
-           ('reconstruction/classifier_accuracy', 'class kept ↑', '.1%'))
+COLUMNS = (
+    ('frechet/samples', 'FD test', '.1f'),
+    ('frechet/samples_vs_train', 'FD train', '.1f'),
+    ('kid/samples', 'KID', '.3f'),
+    ('samples/confidence', 'confidence ↑', '.3f'),
+    ('samples/class_entropy', 'class entropy ↑', '.3f'),
+    ('samples/classifier_score', 'class. score ↑', '.2f'),
+    ('samples/sharpness', 'sharpness (1: as real)', '.2f'),
+    ('frechet/reconstructions', 'FD recon.', '.1f'),
+    ('reconstruction/mse', 'recon. MSE', '.4f'),
+    ('reconstruction/classifier_accuracy', 'class kept ↑', '.1%'),
+)
 
 
 def _mean_std(values: list[float], fmt: str) -> str:
@@ -106,8 +112,10 @@ def _score(workdir: epath.Path, use_ema: bool) -> tuple[inference.Model, dict]:
 def _check_flags() -> list[int]:
   unknown = [m for m in FLAGS.models if m not in train_state.MODELS]
   if unknown or not FLAGS.models:
-    raise ConfigError(f'--models={",".join(FLAGS.models)}: each must be one of '
-                      f'{", ".join(train_state.MODELS)}.')
+    raise ConfigError(
+        f'--models={",".join(FLAGS.models)}: each must be one of '
+        f'{", ".join(train_state.MODELS)}.'
+    )
   try:
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError:
@@ -135,28 +143,41 @@ def main(argv):
       seconds = _train(config, run_dir)
       for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
         model, metrics = _score(run_dir, use_ema)
-        name = f'`{model_name}`' + (', weights without EMA' if config.ema_decay > 0 and
-                                    not use_ema else '')
-        run = {'seed': seed, 'step': model.step, 'ema': model.uses_ema, 'metrics': metrics,
-               'train_seconds': seconds}
+        name = f'`{model_name}`' + (
+            ', weights without EMA' if config.ema_decay > 0 and not use_ema else ''
+        )
+        run = {
+            'seed': seed,
+            'step': model.step,
+            'ema': model.uses_ema,
+            'metrics': metrics,
+            'train_seconds': seconds,
+        }
         rows.setdefault(name, []).append(run)
         results.setdefault(model_name, []).append(run)
         if use_ema == (config.ema_decay > 0) and seed == seeds[0]:
           samples = inference.sample(model, FLAGS.grid_side**2, jax.random.PRNGKey(1))
-          panels.append(image_grid.titled(
-              image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name))
+          panels.append(
+              image_grid.titled(
+                  image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name
+              )
+          )
 
   first = next(iter(rows.values()))[0]['metrics']
-  notes = (f'{FLAGS.config.dataset}, {len(seeds)} training seeds per model (mean ± standard '
-           f'deviation), {first["num_samples"]:.0f} samples per run against '
-           f'{first["num_real"]:.0f} real test images (FD test, KID) and as many training '
-           'images (FD train), in the features of a classifier trained on the dataset')
+  notes = (
+      f'{FLAGS.config.dataset}, {len(seeds)} training seeds per model (mean ± standard '
+      f'deviation), {first["num_samples"]:.0f} samples per run against '
+      f'{first["num_real"]:.0f} real test images (FD test, KID) and as many training '
+      'images (FD train), in the features of a classifier trained on the dataset'
+  )
   if 'classifier/test_accuracy' in first:
-    notes += (f' ({first["classifier/test_accuracy"]:.1%} test accuracy; real test images: '
-              f'confidence {first["real/confidence"]:.3f}, class entropy '
-              f'{first["real/class_entropy"]:.3f}, score {first["real/classifier_score"]:.2f}; '
-              f'real training vs test images: FD {first["frechet/train_vs_test"]:.1f}, KID '
-              f'{first["kid/train_vs_test"]:.3f})')
+    notes += (
+        f' ({first["classifier/test_accuracy"]:.1%} test accuracy; real test images: '
+        f'confidence {first["real/confidence"]:.3f}, class entropy '
+        f'{first["real/class_entropy"]:.3f}, score {first["real/classifier_score"]:.2f}; '
+        f'real training vs test images: FD {first["frechet/train_vs_test"]:.1f}, KID '
+        f'{first["kid/train_vs_test"]:.3f})'
+    )
   notes += f'. compare.py took {(time.perf_counter() - start) / 60:.1f} min here'
   table = markdown_table(rows)
   (workdir / 'results.md').write_text(f'{table}\n\n{notes}.\n')

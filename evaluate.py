@@ -27,14 +27,25 @@ from vaegan_jax.errors import ConfigError
 
 flags.DEFINE_string('workdir', None, 'The --workdir of a train.py run.')
 flags.DEFINE_integer('step', None, 'The checkpoint to score; default the latest.')
-flags.DEFINE_integer('num_samples', None, "Model samples per Fréchet distance; default the "
-                     "run's config.eval.num_samples.")
+flags.DEFINE_integer(
+    'num_samples',
+    None,
+    'Model samples per Fréchet distance; default the ' "run's config.eval.num_samples.",
+)
 flags.DEFINE_integer('seed', 0, 'Seed of the prior latents.')
 flags.DEFINE_string('data_dir', None, "TFDS data dir; default the run's config.data_dir.")
-flags.DEFINE_string('classifier_dir', None, 'Where evaluation classifiers are cached; default '
-                    "the run's config.eval.classifier_dir, else ~/.cache/vaegan_jax/classifiers.")
-flags.DEFINE_bool('ema', True, "Use the moving average of Enc's and Dec's weights where the run "
-                  'kept one (config.ema_decay > 0); --noema: the weights themselves.')
+flags.DEFINE_string(
+    'classifier_dir',
+    None,
+    'Where evaluation classifiers are cached; default '
+    "the run's config.eval.classifier_dir, else ~/.cache/vaegan_jax/classifiers.",
+)
+flags.DEFINE_bool(
+    'ema',
+    True,
+    "Use the moving average of Enc's and Dec's weights where the run "
+    'kept one (config.ema_decay > 0); --noema: the weights themselves.',
+)
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -54,8 +65,13 @@ def main(argv):
     config.data_dir = FLAGS.data_dir
   if FLAGS.classifier_dir:
     config.eval.classifier_dir = FLAGS.classifier_dir
-  logging.info('Evaluating step %d of %s (a %r model%s).', model.step, FLAGS.workdir,
-               config.model, ", the weights' moving average" if model.uses_ema else '')
+  logging.info(
+      'Evaluating step %d of %s (a %r model%s).',
+      model.step,
+      FLAGS.workdir,
+      config.model,
+      ", the weights' moving average" if model.uses_ema else '',
+  )
   builder = input_pipeline.get_builder(config)
   classifier = evaluation.load_classifier(config, builder)
   metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))

@@ -43,25 +43,47 @@ flags.DEFINE_list('figures', list(FIGURES), f'Which figures to draw, of {FIGURES
 flags.DEFINE_integer('num', 8, 'Grid side of samples.png; rows of the other figures.')
 flags.DEFINE_integer('seed', 0, 'Seed of the prior latents.')
 flags.DEFINE_float('temperature', 1.0, 'Scale of the prior latents z.')
-flags.DEFINE_string('images', None, 'A folder of your own images (any size: they are '
-                    'centre-cropped and resized as in training) instead of --split.')
-flags.DEFINE_bool('skip_unreadable', False, 'Leave out (and report) files of --images and '
-                  'the attribute folders that are not images, instead of stopping.')
+flags.DEFINE_string(
+    'images',
+    None,
+    'A folder of your own images (any size: they are '
+    'centre-cropped and resized as in training) instead of --split.',
+)
+flags.DEFINE_bool(
+    'skip_unreadable',
+    False,
+    'Leave out (and report) files of --images and '
+    'the attribute folders that are not images, instead of stopping.',
+)
 flags.DEFINE_string('split', None, "TFDS split of the run's dataset; default its eval_split.")
 flags.DEFINE_string('data_dir', None, "TFDS data dir; default the run's config.data_dir.")
 flags.DEFINE_enum('interpolation', 'linear', ['linear', 'slerp'], 'Path between latents.')
 flags.DEFINE_integer('interpolation_steps', 8, 'Decodes per interpolation row.')
-flags.DEFINE_string('attribute', None, "A TFDS feature: a boolean one such as celeb_a's "
-                    "'Smiling', or NAME=VALUE ('label=1'). Default: Smiling or label=1, "
-                    'whichever the dataset has.')
-flags.DEFINE_string('with_attribute', None, 'A folder of images with the attribute '
-                    '(with --without_attribute, instead of --attribute).')
+flags.DEFINE_string(
+    'attribute',
+    None,
+    "A TFDS feature: a boolean one such as celeb_a's "
+    "'Smiling', or NAME=VALUE ('label=1'). Default: Smiling or label=1, "
+    'whichever the dataset has.',
+)
+flags.DEFINE_string(
+    'with_attribute',
+    None,
+    'A folder of images with the attribute ' '(with --without_attribute, instead of --attribute).',
+)
 flags.DEFINE_string('without_attribute', None, 'A folder of images without it.')
 flags.DEFINE_integer('attribute_examples', 1000, 'Examples of --split scanned for --attribute.')
-flags.DEFINE_list('attribute_scales', ['0.5', '1', '1.5', '2'],
-                  'Multiples of the attribute vector added, one column each.')
-flags.DEFINE_bool('ema', True, "Use the moving average of Enc's and Dec's weights where the run "
-                  'kept one (config.ema_decay > 0); --noema: the weights themselves.')
+flags.DEFINE_list(
+    'attribute_scales',
+    ['0.5', '1', '1.5', '2'],
+    'Multiples of the attribute vector added, one column each.',
+)
+flags.DEFINE_bool(
+    'ema',
+    True,
+    "Use the moving average of Enc's and Dec's weights where the run "
+    'kept one (config.ema_decay > 0); --noema: the weights themselves.',
+)
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -95,75 +117,106 @@ def draw(model: inference.Model) -> dict[str, object]:
   config = model.config
   drawn = {}
   if 'samples' in FLAGS.figures:
-    drawn['samples'] = figures.samples(model, FLAGS.num, jax.random.PRNGKey(FLAGS.seed),
-                                       FLAGS.temperature)
+    drawn['samples'] = figures.samples(
+        model, FLAGS.num, jax.random.PRNGKey(FLAGS.seed), FLAGS.temperature
+    )
   needs_data = [f for f in FLAGS.figures if f != 'samples']
   if not needs_data:
     return drawn
   if model.networks.encoder is None:
-    logging.warning('Skipping %s: a %r model has no encoder to encode real images with.',
-                    ', '.join(needs_data), config.model)
+    logging.warning(
+        'Skipping %s: a %r model has no encoder to encode real images with.',
+        ', '.join(needs_data),
+        config.model,
+    )
     return drawn
   count = max(FLAGS.num * FLAGS.num, 2 * FLAGS.num)
   builder = None
   if FLAGS.images:
-    real = image_files.load_folder(FLAGS.images, config.image_size, config.num_channels, count,
-                                   FLAGS.skip_unreadable, config.crop)
+    real = image_files.load_folder(
+        FLAGS.images,
+        config.image_size,
+        config.num_channels,
+        count,
+        FLAGS.skip_unreadable,
+        config.crop,
+    )
   else:
     if FLAGS.data_dir:
       config.data_dir = FLAGS.data_dir
     try:
       builder = input_pipeline.get_builder(config)
     except DatasetUnavailableError as e:
-      logging.warning('%s\nSkipping %s; --images DIR draws them from your own images.',
-                      e, ', '.join(needs_data))
+      logging.warning(
+          '%s\nSkipping %s; --images DIR draws them from your own images.', e, ', '.join(needs_data)
+      )
       return drawn
     split = FLAGS.split or config.eval_split
     if builder.info.splits and split not in builder.info.splits:
-      raise ConfigError(f'--split={split!r} is not a split of {builder.name}; its splits: '
-                        f'{list(builder.info.splits)}')
+      raise ConfigError(
+          f'--split={split!r} is not a split of {builder.name}; its splits: '
+          f'{list(builder.info.splits)}'
+      )
     real = input_pipeline.fixed_images(builder, config, count, split=split)
   if 'reconstructions' in FLAGS.figures:
-    drawn['reconstructions'] = figures.reconstructions(model, real[:FLAGS.num * FLAGS.num])
+    drawn['reconstructions'] = figures.reconstructions(model, real[: FLAGS.num * FLAGS.num])
   if 'interpolations' in FLAGS.figures:
     if len(real) < 2:
       raise ConfigError('interpolations need at least 2 real images.')
     drawn['interpolations'] = figures.interpolations(
-        model, real[:2 * FLAGS.num], FLAGS.interpolation_steps, FLAGS.interpolation)
+        model, real[: 2 * FLAGS.num], FLAGS.interpolation_steps, FLAGS.interpolation
+    )
   if 'attributes' in FLAGS.figures:
     scales = [float(s) for s in FLAGS.attribute_scales]
     if FLAGS.with_attribute:
       with_images, without_images = (
-          image_files.load_folder(folder, config.image_size, config.num_channels,
-                                  skip_unreadable=FLAGS.skip_unreadable, crop=config.crop)
-          for folder in (FLAGS.with_attribute, FLAGS.without_attribute))
+          image_files.load_folder(
+              folder,
+              config.image_size,
+              config.num_channels,
+              skip_unreadable=FLAGS.skip_unreadable,
+              crop=config.crop,
+          )
+          for folder in (FLAGS.with_attribute, FLAGS.without_attribute)
+      )
     else:
       attribute = FLAGS.attribute or (builder and _default_attribute(builder))
       if not attribute:
-        logging.warning('Skipping attributes: give --attribute, or --with_attribute and '
-                        '--without_attribute folders.')
+        logging.warning(
+            'Skipping attributes: give --attribute, or --with_attribute and '
+            '--without_attribute folders.'
+        )
         return drawn
-      logging.info('Attribute vector of %r from the first %d examples of %s.', attribute,
-                   FLAGS.attribute_examples, FLAGS.split or config.eval_split)
+      logging.info(
+          'Attribute vector of %r from the first %d examples of %s.',
+          attribute,
+          FLAGS.attribute_examples,
+          FLAGS.split or config.eval_split,
+      )
       with_images, without_images = input_pipeline.images_by_attribute(
-          builder, config, FLAGS.split or config.eval_split, attribute,
-          FLAGS.attribute_examples)
+          builder, config, FLAGS.split or config.eval_split, attribute, FLAGS.attribute_examples
+      )
     vector = inference.attribute_vector(model, with_images, without_images)
-    drawn['attributes'] = figures.attribute_arithmetic(model, real[:FLAGS.num], vector, scales)
+    drawn['attributes'] = figures.attribute_arithmetic(model, real[: FLAGS.num], vector, scales)
   return drawn
 
 
 def main(argv):
   del argv
-  outdir = directories.check_writable(FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures',
-                                      'outdir')
+  outdir = directories.check_writable(
+      FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures', 'outdir'
+  )
   entry_point.set_up()
   _check_flags()
   if FLAGS.images:
     image_files.list_images(FLAGS.images)  # Fail on a bad folder before restoring.
   model = inference.load_model(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
-  logging.info('Restored step %d of %s%s.', model.step, FLAGS.workdir,
-               " (the weights' moving average)" if model.uses_ema else '')
+  logging.info(
+      'Restored step %d of %s%s.',
+      model.step,
+      FLAGS.workdir,
+      " (the weights' moving average)" if model.uses_ema else '',
+  )
   drawn = draw(model)
   directories.make_directory(outdir, 'outdir')
   for name, image in drawn.items():

@@ -42,22 +42,37 @@ from vaegan_jax import train_step as train_step_lib
 
 CONFIGS = {'mnist': mnist.get_config, 'cifar10': cifar10.get_config}
 # --tiny: networks that compile and step in seconds on a CPU core.
-TINY_NETWORKS = {'latent_dim': 8, 'encoder_widths': (8, 16, 16), 'encoder_dense_width': 32,
-                 'decoder_widths': (16, 8, 8), 'discriminator_widths': (8, 8, 16, 16),
-                 'discriminator_dense_width': 16}
+TINY_NETWORKS = {
+    'latent_dim': 8,
+    'encoder_widths': (8, 16, 16),
+    'encoder_dense_width': 32,
+    'decoder_widths': (16, 8, 8),
+    'discriminator_widths': (8, 8, 16, 16),
+    'discriminator_dense_width': 16,
+}
 
-flags.DEFINE_list('cases', ['mnist:64', 'mnist:512', 'cifar10:64', 'cifar10:512'],
-                  'CONFIG:BATCH pairs, CONFIG of ' + ', '.join(CONFIGS) + '.')
+flags.DEFINE_list(
+    'cases',
+    ['mnist:64', 'mnist:512', 'cifar10:64', 'cifar10:512'],
+    'CONFIG:BATCH pairs, CONFIG of ' + ', '.join(CONFIGS) + '.',
+)
 flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes, each case in each.')
 flags.DEFINE_integer('steps_per_dispatch', 10, 'Train steps per call (one lax.scan).')
 flags.DEFINE_integer('dispatches', 3, 'Timed calls per case, after the first (compiling) one.')
-flags.DEFINE_enum('torch', 'auto', ['auto', 'yes', 'no'],
-                  'Also time benchmarks/torch_reference.py (auto: where torch imports, not '
-                  'with --tiny, whose networks the reference does not have).')
+flags.DEFINE_enum(
+    'torch',
+    'auto',
+    ['auto', 'yes', 'no'],
+    'Also time benchmarks/torch_reference.py (auto: where torch imports, not '
+    'with --tiny, whose networks the reference does not have).',
+)
 flags.DEFINE_integer('torch_steps', 10, 'Timed steps of the PyTorch reference.')
 flags.DEFINE_float('budget_s', 420.0, 'Start no case after this many seconds.')
-flags.DEFINE_bool('tiny', False, 'Tiny networks and 32x32 images: a CPU smoke test (give '
-                  'small --cases batches).')
+flags.DEFINE_bool(
+    'tiny',
+    False,
+    'Tiny networks and 32x32 images: a CPU smoke test (give ' 'small --cases batches).',
+)
 flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
 FLAGS = flags.FLAGS
 
@@ -77,15 +92,21 @@ def measure(name: str, config) -> dict:
   replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=1000)
-  state = jax.jit(lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
-                  out_shardings=replicated)(jax.random.PRNGKey(0))
+  state = jax.jit(
+      lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
+      out_shardings=replicated,
+  )(jax.random.PRNGKey(0))
   # As load_images stores a dataset: uint8, one batch per step of a call, at the config's size.
-  shape = (config.batch_size * config.steps_per_dispatch, config.image_size, config.image_size,
-           config.num_channels)
+  shape = (
+      config.batch_size * config.steps_per_dispatch,
+      config.image_size,
+      config.image_size,
+      config.num_channels,
+  )
   images = device_data.put_on_devices(
-      np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), replicated)
-  run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding,
-                                           scan=True)
+      np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), replicated
+  )
+  run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan=True)
   count = config.steps_per_dispatch
 
   start = time.perf_counter()
@@ -98,19 +119,24 @@ def measure(name: str, config) -> dict:
   jax.block_until_ready(state)
   step_seconds = (time.perf_counter() - start) / (FLAGS.dispatches * count)
 
-  batch = {'image': jax.device_put(np.zeros((config.batch_size, *shape[1:]), np.float32),
-                                   data_sharding)}
+  batch = {
+      'image': jax.device_put(np.zeros((config.batch_size, *shape[1:]), np.float32), data_sharding)
+  }
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)
   flops = device_peaks.flops(step_fn.lower(state, batch, jax.random.PRNGKey(1)))
   device = jax.devices()[0]
   peak = device_peaks.peak_tflops(device, bfloat16=config.dtype == 'bfloat16')
   figures = {
-      'config': name, 'batch_size': config.batch_size,
-      'dtype': config.dtype, 'image_size': config.image_size,
-      'num_channels': config.num_channels, 'steps_per_dispatch': count,
+      'config': name,
+      'batch_size': config.batch_size,
+      'dtype': config.dtype,
+      'image_size': config.image_size,
+      'num_channels': config.num_channels,
+      'steps_per_dispatch': count,
       'first_call_seconds': first_call,
       'compile_seconds': max(0.0, first_call - count * step_seconds),
-      'step_seconds': step_seconds, 'images_per_second': config.batch_size / step_seconds,
+      'step_seconds': step_seconds,
+      'images_per_second': config.batch_size / step_seconds,
       'gflop_per_step': flops / 1e9 if flops else None,
       'achieved_tflops': flops / step_seconds / 1e12 if flops else None,
       'peak_tflops': peak * jax.device_count() if peak else None,
@@ -123,14 +149,27 @@ def measure(name: str, config) -> dict:
 
 def torch_reference(config) -> dict:
   """benchmarks/torch_reference.py at config's sizes, in a process of its own."""
-  command = [sys.executable, os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
-             '--image_size', str(config.image_size), '--channels', str(config.num_channels),
-             '--batch_size', str(config.batch_size), '--steps', str(FLAGS.torch_steps),
-             '--dtype', config.dtype]
+  command = [
+      sys.executable,
+      os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
+      '--image_size',
+      str(config.image_size),
+      '--channels',
+      str(config.num_channels),
+      '--batch_size',
+      str(config.batch_size),
+      '--steps',
+      str(FLAGS.torch_steps),
+      '--dtype',
+      config.dtype,
+  ]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   if result.returncode:
-    return {'error': result.stderr.strip().splitlines()[-1] if result.stderr.strip() else
-            f'exit status {result.returncode}'}
+    return {
+        'error': result.stderr.strip().splitlines()[-1]
+        if result.stderr.strip()
+        else f'exit status {result.returncode}'
+    }
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -143,16 +182,22 @@ def _torch_wanted() -> bool:
 def table(rows: list[dict]) -> str:
   def number(value, spec):
     return format(value, spec) if isinstance(value, (int, float)) else '-'
-  lines = ['| config | batch | dtype | first call s | step ms | img/s | TFLOP/s | of peak | '
-           'torch img/s | jax/torch |', '|' + ' --- |' * 10]
+
+  lines = [
+      '| config | batch | dtype | first call s | step ms | img/s | TFLOP/s | of peak | '
+      'torch img/s | jax/torch |',
+      '|' + ' --- |' * 10,
+  ]
   for row in rows:
     torch_ips = row.get('torch', {}).get('images_per_second')
     lines.append(
         f"| {row['config']} | {row['batch_size']} | {row['dtype']} | "
-        f"{number(row['first_call_seconds'], '.1f')} | {number(1e3 * row['step_seconds'], '.2f')} | "
+        f"{number(row['first_call_seconds'], '.1f')} | "
+        f"{number(1e3 * row['step_seconds'], '.2f')} | "
         f"{number(row['images_per_second'], '.0f')} | {number(row['achieved_tflops'], '.2f')} | "
         f"{number(row.get('fraction_of_peak'), '.1%')} | {number(torch_ips, '.0f')} | "
-        f"{number(row['images_per_second'] / torch_ips if torch_ips else None, '.2f')} |")
+        f"{number(row['images_per_second'] / torch_ips if torch_ips else None, '.2f')} |"
+    )
   return '\n'.join(lines)
 
 
@@ -162,8 +207,13 @@ def main(argv):
   start = time.perf_counter()
   with_torch = _torch_wanted()
   device = jax.devices()[0]
-  results = {'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
-             'jax': jax.__version__, 'tiny': FLAGS.tiny, 'cases': [], 'skipped': []}
+  results = {
+      'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
+      'jax': jax.__version__,
+      'tiny': FLAGS.tiny,
+      'cases': [],
+      'skipped': [],
+  }
   for case in FLAGS.cases:
     name, batch_size = case.split(':')
     for dtype in FLAGS.dtypes:
@@ -176,11 +226,16 @@ def main(argv):
       if with_torch:
         row['torch'] = torch_reference(config)
       results['cases'].append(row)
-      print(f'{label}: {row["images_per_second"]:.0f} img/s, first call '
-            f'{row["first_call_seconds"]:.1f} s', flush=True)
+      print(
+          f'{label}: {row["images_per_second"]:.0f} img/s, first call '
+          f'{row["first_call_seconds"]:.1f} s',
+          flush=True,
+      )
   results['seconds'] = time.perf_counter() - start
-  print(f'\n{results["devices"]}, jax {results["jax"]}, {FLAGS.steps_per_dispatch} steps per '
-        f'call\n\n{table(results["cases"])}')
+  print(
+      f'\n{results["devices"]}, jax {results["jax"]}, {FLAGS.steps_per_dispatch} steps per '
+      f'call\n\n{table(results["cases"])}'
+  )
   if results['skipped']:
     print(f'\nSkipped (over --budget_s={FLAGS.budget_s:.0f}): {", ".join(results["skipped"])}')
   if FLAGS.json:

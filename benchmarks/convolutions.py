@@ -30,17 +30,29 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer('batch_size', 64, 'Images per convolution call.')
 flags.DEFINE_integer('repeats', 3, 'Timed calls of each; the best is reported.')
 flags.DEFINE_bool('torch', False, 'Also time torch.nn.functional.conv2d and its gradients.')
-flags.DEFINE_bool('winograd', True, 'As the networks\' default cpu_winograd: on CPU, Winograd '
-                  'where vaegan_jax/cpu/winograd.py applies it; False: XLA\'s convolutions only.')
+flags.DEFINE_bool(
+    'winograd',
+    True,
+    "As the networks' default cpu_winograd: on CPU, Winograd "
+    "where vaegan_jax/cpu/winograd.py applies it; False: XLA's convolutions only.",
+)
 
 # (name, input size, in channels, out channels, kernel size, stride) of the seed's
 # networks at 64x64: Enc and Dis as in models.py; Dec's transposed convolutions as the
 # sub-pixel convolutions layers.py computes (3x3 windows, 4x the channels).
-LAYERS = (('enc1', 64, 1, 64, 5, 2), ('enc2', 32, 64, 128, 5, 2), ('enc3', 16, 128, 256, 5, 2),
-          ('dis1', 64, 1, 32, 5, 1), ('dis2', 64, 32, 128, 5, 2), ('dis3', 32, 128, 256, 5, 2),
-          ('dis4', 16, 256, 256, 5, 2), ('dec1', 8, 256, 4 * 256, 3, 1),
-          ('dec2', 16, 256, 4 * 128, 3, 1), ('dec3', 32, 128, 4 * 32, 3, 1),
-          ('dec4', 64, 32, 1, 5, 1))
+LAYERS = (
+    ('enc1', 64, 1, 64, 5, 2),
+    ('enc2', 32, 64, 128, 5, 2),
+    ('enc3', 16, 128, 256, 5, 2),
+    ('dis1', 64, 1, 32, 5, 1),
+    ('dis2', 64, 32, 128, 5, 2),
+    ('dis3', 32, 128, 256, 5, 2),
+    ('dis4', 16, 256, 256, 5, 2),
+    ('dec1', 8, 256, 4 * 256, 3, 1),
+    ('dec2', 16, 256, 4 * 128, 3, 1),
+    ('dec3', 32, 128, 4 * 32, 3, 1),
+    ('dec4', 64, 32, 1, 5, 1),
+)
 KINDS = ('forward', 'kernel_grad', 'input_grad')
 
 
@@ -54,42 +66,63 @@ def _best_ms(fn, repeats: int) -> float:
   return best * 1e3
 
 
-def jax_times(batch: int, size: int, cin: int, cout: int, kernel: int, stride: int,
-              repeats: int, use_winograd: bool) -> list[float]:
+def jax_times(
+    batch: int,
+    size: int,
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int,
+    repeats: int,
+    use_winograd: bool,
+) -> list[float]:
   rng = np.random.default_rng(0)
   x = jax.device_put(rng.standard_normal((batch, size, size, cin), np.float32))
   w = jax.device_put(rng.standard_normal((kernel, kernel, cin, cout), np.float32))
-  conv_general_dilated = (winograd.conv_general_dilated if use_winograd
-                          else jax.lax.conv_general_dilated)
+  conv_general_dilated = (
+      winograd.conv_general_dilated if use_winograd else jax.lax.conv_general_dilated
+  )
   conv = lambda x, w: conv_general_dilated(
-      x, w, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x, w, (stride, stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
   dy = jax.numpy.ones_like(conv(x, w))
-  fns = (jax.jit(conv), jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)[1]),
-         jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)[0]))
+  fns = (
+      jax.jit(conv),
+      jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)[1]),
+      jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)[0]),
+  )
   args = ((x, w), (x, w, dy), (x, w, dy))
   return [_best_ms(lambda: jax.block_until_ready(fn(*a)), repeats) for fn, a in zip(fns, args)]
 
 
-def torch_times(batch: int, size: int, cin: int, cout: int, kernel: int, stride: int,
-                repeats: int) -> list[float]:
+def torch_times(
+    batch: int, size: int, cin: int, cout: int, kernel: int, stride: int, repeats: int
+) -> list[float]:
   import torch  # pylint: disable=g-import-not-at-top
+
   conv2d, grad = torch.nn.functional.conv2d, torch.nn.grad
   x, w = torch.randn(batch, cin, size, size), torch.randn(cout, cin, kernel, kernel)
   padding = (kernel - 1) // 2  # SAME for odd kernels, both strides here.
   dy = torch.ones_like(conv2d(x, w, stride=stride, padding=padding))
   with torch.no_grad():
-    return [_best_ms(fn, repeats) for fn in (
-        lambda: conv2d(x, w, stride=stride, padding=padding),
-        lambda: grad.conv2d_weight(x, w.shape, dy, stride=stride, padding=padding),
-        lambda: grad.conv2d_input(x.shape, w, dy, stride=stride, padding=padding))]
+    return [
+        _best_ms(fn, repeats)
+        for fn in (
+            lambda: conv2d(x, w, stride=stride, padding=padding),
+            lambda: grad.conv2d_weight(x, w.shape, dy, stride=stride, padding=padding),
+            lambda: grad.conv2d_input(x.shape, w, dy, stride=stride, padding=padding),
+        )
+    ]
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   settings = entry_point.set_up()
-  print(f'{jax.devices()[0].device_kind} ({jax.devices()[0].platform}), batch '
-        f'{FLAGS.batch_size}, float32, {settings}, winograd: {FLAGS.winograd}')
+  print(
+      f'{jax.devices()[0].device_kind} ({jax.devices()[0].platform}), batch '
+      f'{FLAGS.batch_size}, float32, {settings}, winograd: {FLAGS.winograd}'
+  )
   frameworks = ('jax', 'torch') if FLAGS.torch else ('jax',)
   totals = {name: np.zeros(3) for name in frameworks}
   print(f'{"layer":6s}' + ''.join(f'{f + " " + k:>18s}' for f in frameworks for k in KINDS))

@@ -6,9 +6,17 @@ import jax
 # A100, H100 and H200, XLA's default precision runs float32 convolutions and matmuls as
 # TF32 on the tensor cores, so their float32 figure is TF32's; TPUs run float32 through
 # bfloat16 passes and publish no float32 figure.
-PEAK_TFLOPS = {'H100': (494.0, 989.0), 'H200': (494.0, 989.0), 'A100': (156.0, 312.0),
-               'L4': (60.0, 121.0), 'T4': (8.1, 65.0), 'TPU v2': (None, 45.0),
-               'TPU v3': (None, 123.0), 'TPU v4': (None, 275.0), 'TPU v5 lite': (None, 197.0)}
+PEAK_TFLOPS = {
+    'H100': (494.0, 989.0),
+    'H200': (494.0, 989.0),
+    'A100': (156.0, 312.0),
+    'L4': (60.0, 121.0),
+    'T4': (8.1, 65.0),
+    'TPU v2': (None, 45.0),
+    'TPU v3': (None, 123.0),
+    'TPU v4': (None, 275.0),
+    'TPU v5 lite': (None, 197.0),
+}
 
 
 def peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:

@@ -40,18 +40,24 @@ from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'A config file with get_config().',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'A config file with get_config().', lock_config=True
+)
 flags.DEFINE_integer('steps', 10, 'Timed steps per measurement.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compiling (and of the pipeline).')
 flags.DEFINE_integer('repeats', 2, 'Measurements of each kind (the best is reported).')
 flags.DEFINE_bool('pipeline', True, 'Also time the step fed by the real input pipeline.')
 flags.DEFINE_bool('torch', False, 'Then run benchmarks/torch_reference.py and print the ratio.')
 flags.DEFINE_integer('torch_steps', 3, 'Timed steps of the PyTorch reference.')
-flags.DEFINE_float('peak_tflops', 0.0, 'The devices\' peak TFLOP/s (per device), to print '
-                   'the fraction achieved; 0: from a table of known GPUs and TPUs.')
+flags.DEFINE_float(
+    'peak_tflops',
+    0.0,
+    "The devices' peak TFLOP/s (per device), to print "
+    'the fraction achieved; 0: from a table of known GPUs and TPUs.',
+)
 flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 flags.mark_flags_as_required(['config'])
+
 
 def _peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:
   return FLAGS.peak_tflops or device_peaks.peak_tflops(device, bfloat16)
@@ -74,8 +80,12 @@ def _peak_memory_bytes(compiled) -> tuple[int | None, str]:
   memory = compiled.memory_analysis()
   if memory is None:
     return None, 'unknown'
-  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  total = (
+      memory.argument_size_in_bytes
+      + memory.output_size_in_bytes
+      - memory.alias_size_in_bytes
+      + memory.temp_size_in_bytes
+  )
   return total, 'XLA memory analysis: arguments + outputs + temporaries'
 
 
@@ -85,8 +95,10 @@ def benchmark(config) -> dict:
   replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=1000)
-  state = jax.jit(lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
-                  out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  state = jax.jit(
+      lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
+      out_shardings=replicated,
+  )(jax.random.PRNGKey(config.seed))
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)
   shape = (config.batch_size, config.image_size, config.image_size, config.num_channels)
   images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
@@ -105,7 +117,8 @@ def benchmark(config) -> dict:
     try:
       builder = input_pipeline.get_builder(config)
       pipeline, state, calls_per_measurement, steps_per_call, pipeline_figures = _pipeline(
-          config, builder, networks, optimizers, state, compiled, base_rng)
+          config, builder, networks, optimizers, state, compiled, base_rng
+      )
     except UserError as e:
       pipeline_figures = {'pipeline': f'not measured: {e}'}
     else:
@@ -126,15 +139,22 @@ def benchmark(config) -> dict:
   peak = _peak_tflops(device, bfloat16=config.dtype == 'bfloat16')
   memory, memory_kind = _peak_memory_bytes(compiled)
   figures = {
-      'config': {'dataset': config.dataset, 'image_size': config.image_size,
-                 'num_channels': config.num_channels, 'batch_size': config.batch_size,
-                 'dtype': config.dtype, 'model': config.model,
-                 'cpu_winograd': config.cpu_winograd,
-                 'data_on_device': config.data_on_device,
-                 'steps_per_dispatch': config.steps_per_dispatch},
+      'config': {
+          'dataset': config.dataset,
+          'image_size': config.image_size,
+          'num_channels': config.num_channels,
+          'batch_size': config.batch_size,
+          'dtype': config.dtype,
+          'model': config.model,
+          'cpu_winograd': config.cpu_winograd,
+          'data_on_device': config.data_on_device,
+          'steps_per_dispatch': config.steps_per_dispatch,
+      },
       'devices': f'{jax.device_count()} x {device.device_kind} ({device.platform})',
-      'params': {name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
-                 for name in train_state.used_networks(config)},
+      'params': {
+          name: sum(x.size for x in jax.tree.leaves(getattr(state, name).params))
+          for name in train_state.used_networks(config)
+      },
       'compile_seconds': compile_seconds,
       'first_step_seconds_after_compile': first_step_seconds,
       'step_seconds': step_seconds,
@@ -143,11 +163,13 @@ def benchmark(config) -> dict:
       'gflop_per_image': flops / 1e9 / config.batch_size if flops else None,
       'achieved_tflops': flops / step_seconds / 1e12 if flops else None,
       'peak_tflops_per_device': peak,
-      'peak_memory_bytes': memory, 'peak_memory_kind': memory_kind,
+      'peak_memory_bytes': memory,
+      'peak_memory_kind': memory_kind,
   }
   if device.platform == 'cpu':  # Whether the Eigen convolutions are in effect.
     figures['ynnpack_convolutions'] = cpu_convolutions.count_ynnpack_convolutions(
-        compiled.as_text())
+        compiled.as_text()
+    )
   if flops and peak:
     figures['fraction_of_peak'] = figures['achieved_tflops'] / (peak * jax.device_count())
 
@@ -177,14 +199,22 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
   if not config.data_on_device:
     rows = input_pipeline.process_rows(data_sharding, config.batch_size)
     host_batches = lambda: input_pipeline.prefetch_to_device(
-        input_pipeline.train_batches(builder, config, 0, rows), data_sharding,
-        config.batch_size)
+        input_pipeline.train_batches(builder, config, 0, rows), data_sharding, config.batch_size
+    )
     batches = host_batches()
     run = lambda state, i: compiled_step(state, next(batches), jax.random.fold_in(base_rng, i))[0]
-    return run, state, FLAGS.steps, 1, {
-        'pipeline': 'host (tf.data), one step per call',
-        'pipeline_alone_images_per_second': _images_per_second(host_batches(), config.batch_size,
-                                                               count=4 * FLAGS.steps)}
+    return (
+        run,
+        state,
+        FLAGS.steps,
+        1,
+        {
+            'pipeline': 'host (tf.data), one step per call',
+            'pipeline_alone_images_per_second': _images_per_second(
+                host_batches(), config.batch_size, count=4 * FLAGS.steps
+            ),
+        },
+    )
 
   images = device_data.put_on_devices(device_data.load_images(builder, config), replicated)
   steps_per_call = config.steps_per_dispatch
@@ -193,21 +223,34 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
   run = lambda state, i: run_steps(state, images, steps_per_call)[0]
   start = time.perf_counter()
   state = jax.block_until_ready(run(state, 0))
-  figures = {'pipeline': f'on the devices, {steps_per_call} steps per call'
-                         f'{" (lax.scan)" if scan and steps_per_call > 1 else ""}',
-             'pipeline_first_call_seconds': time.perf_counter() - start,
-             'pipeline_images_bytes': images.nbytes}
+  figures = {
+      'pipeline': f'on the devices, {steps_per_call} steps per call'
+      f'{" (lax.scan)" if scan and steps_per_call > 1 else ""}',
+      'pipeline_first_call_seconds': time.perf_counter() - start,
+      'pipeline_images_bytes': images.nbytes,
+  }
   return run, state, max(1, round(FLAGS.steps / steps_per_call)), steps_per_call, figures
 
 
 def _torch_reference(config) -> dict:
-  command = [sys.executable, os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
-             '--image_size', str(config.image_size), '--channels', str(config.num_channels),
-             '--batch_size', str(config.batch_size), '--steps', str(FLAGS.torch_steps)]
+  command = [
+      sys.executable,
+      os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
+      '--image_size',
+      str(config.image_size),
+      '--channels',
+      str(config.num_channels),
+      '--batch_size',
+      str(config.batch_size),
+      '--steps',
+      str(FLAGS.torch_steps),
+  ]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   if result.returncode:
-    raise SystemExit(f'error: the PyTorch reference failed (is torch installed? pip install -r '
-                     f'requirements-bench.txt):\n{result.stderr[-2000:]}')
+    raise SystemExit(
+        f'error: the PyTorch reference failed (is torch installed? pip install -r '
+        f'requirements-bench.txt):\n{result.stderr[-2000:]}'
+    )
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -228,8 +271,10 @@ def main(argv):
   if FLAGS.torch and config.model != 'vaegan':
     sys.exit(f'error: --torch compares the VAE/GAN only; this config trains a {config.model!r}.')
   if FLAGS.torch and changed:
-    sys.exit('error: --torch compares the seed architecture only (configs/mnist.py, '
-             f'cifar10.py); this config changes config.networks.{", config.networks.".join(changed)}.')
+    sys.exit(
+        'error: --torch compares the seed architecture only (configs/mnist.py, '
+        f'cifar10.py); this config changes config.networks.{", config.networks.".join(changed)}.'
+    )
   try:
     figures = {'jax': {**settings, **benchmark(config)}}
   except UserError as e:
@@ -238,11 +283,14 @@ def main(argv):
   if FLAGS.torch:
     figures['torch'] = _torch_reference(config)
     figures['jax_over_torch_images_per_second'] = (
-        figures['jax']['images_per_second'] / figures['torch']['images_per_second'])
+        figures['jax']['images_per_second'] / figures['torch']['images_per_second']
+    )
     print()
     _print({f'torch {k}': v for k, v in figures['torch'].items()})
-    print(f'\nJAX / PyTorch images/s: {figures["jax_over_torch_images_per_second"]:.2f}x '
-          '(synthetic batches, same batch and image size)')
+    print(
+        f'\nJAX / PyTorch images/s: {figures["jax_over_torch_images_per_second"]:.2f}x '
+        '(synthetic batches, same batch and image size)'
+    )
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(figures, f, indent=2)

@@ -38,9 +38,12 @@ class Encoder(nn.Module):
   def __init__(self, channels: int, image_size: int, latent: int = 128):
     super().__init__()
     self.features = nn.Sequential(
-        *_block(nn.Conv2d(channels, 64, 5, 2, 2), 64), *_block(nn.Conv2d(64, 128, 5, 2, 2), 128),
-        *_block(nn.Conv2d(128, 256, 5, 2, 2), 256), nn.Flatten(),
-        *_block(nn.Linear(256 * (image_size // 8) ** 2, 2048), 2048, two_d=False))
+        *_block(nn.Conv2d(channels, 64, 5, 2, 2), 64),
+        *_block(nn.Conv2d(64, 128, 5, 2, 2), 128),
+        *_block(nn.Conv2d(128, 256, 5, 2, 2), 256),
+        nn.Flatten(),
+        *_block(nn.Linear(256 * (image_size // 8) ** 2, 2048), 2048, two_d=False),
+    )
     self.mu, self.logvar = nn.Linear(2048, latent), nn.Linear(2048, latent)
 
   def forward(self, x):
@@ -53,13 +56,16 @@ class Decoder(nn.Module):
   def __init__(self, channels: int, image_size: int, latent: int = 128):
     super().__init__()
     self.side = image_size // 8
-    self.dense = nn.Sequential(*_block(nn.Linear(latent, 256 * self.side ** 2),
-                                       256 * self.side ** 2, two_d=False))
+    self.dense = nn.Sequential(
+        *_block(nn.Linear(latent, 256 * self.side**2), 256 * self.side**2, two_d=False)
+    )
     self.convs = nn.Sequential(
         *_block(nn.ConvTranspose2d(256, 256, 6, 2, 2), 256),
         *_block(nn.ConvTranspose2d(256, 128, 6, 2, 2), 128),
         *_block(nn.ConvTranspose2d(128, 32, 6, 2, 2), 32),
-        nn.ConvTranspose2d(32, channels, 5, 1, 2), nn.Tanh())
+        nn.ConvTranspose2d(32, channels, 5, 1, 2),
+        nn.Tanh(),
+    )
 
   def forward(self, z):
     return self.convs(self.dense(z).view(-1, 256, self.side, self.side))
@@ -70,12 +76,17 @@ class Discriminator(nn.Module):
   def __init__(self, channels: int, image_size: int):
     super().__init__()
     self.features = nn.Sequential(  # Dis_l: the 4th convolution after BN + LeakyReLU (the seed).
-        nn.Conv2d(channels, 32, 5, 1, 2), nn.LeakyReLU(0.2),
-        *_block(nn.Conv2d(32, 128, 5, 2, 2), 128), *_block(nn.Conv2d(128, 256, 5, 2, 2), 256),
-        *_block(nn.Conv2d(256, 256, 5, 2, 2), 256))
+        nn.Conv2d(channels, 32, 5, 1, 2),
+        nn.LeakyReLU(0.2),
+        *_block(nn.Conv2d(32, 128, 5, 2, 2), 128),
+        *_block(nn.Conv2d(128, 256, 5, 2, 2), 256),
+        *_block(nn.Conv2d(256, 256, 5, 2, 2), 256),
+    )
     self.head = nn.Sequential(
-        nn.Flatten(), *_block(nn.Linear(256 * (image_size // 8) ** 2, 512), 512, two_d=False),
-        nn.Linear(512, 1))
+        nn.Flatten(),
+        *_block(nn.Linear(256 * (image_size // 8) ** 2, 512), 512, two_d=False),
+        nn.Linear(512, 1),
+    )
 
   def forward(self, x):
     features = self.features(x)
@@ -140,8 +151,12 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--steps', type=int, default=5, help='Timed steps, after 2 warm-up steps.')
   parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
-                      help='bfloat16: the forward and backward passes under torch.autocast.')
+  parser.add_argument(
+      '--dtype',
+      default='float32',
+      choices=['float32', 'bfloat16'],
+      help='bfloat16: the forward and backward passes under torch.autocast.',
+  )
   args = parser.parse_args()
   keeps_freed_memory = host_memory.keep_freed_memory()
   torch.manual_seed(0)
@@ -150,9 +165,11 @@ def main() -> None:
   dec = Decoder(args.channels, args.image_size)
   dis = Discriminator(args.channels, args.image_size)
   lr = 3e-4
-  optimizers = (torch.optim.RMSprop(enc.parameters(), lr=lr),
-                torch.optim.RMSprop(dec.parameters(), lr=lr),
-                torch.optim.RMSprop(dis.parameters(), lr=lr * 0.1))
+  optimizers = (
+      torch.optim.RMSprop(enc.parameters(), lr=lr),
+      torch.optim.RMSprop(dec.parameters(), lr=lr),
+      torch.optim.RMSprop(dis.parameters(), lr=lr * 0.1),
+  )
   x = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size) * 2 - 1
 
   def synchronize():
@@ -160,8 +177,9 @@ def main() -> None:
       torch.cuda.synchronize()
 
   def step():
-    with torch.autocast(args.device.split(':')[0], dtype=torch.bfloat16,
-                        enabled=args.dtype == 'bfloat16'):
+    with torch.autocast(
+        args.device.split(':')[0], dtype=torch.bfloat16, enabled=args.dtype == 'bfloat16'
+    ):
       return train_step(enc, dec, dis, optimizers, x)
 
   step()
@@ -173,13 +191,26 @@ def main() -> None:
     step()
   synchronize()
   seconds = (time.perf_counter() - start) / args.steps
-  print(json.dumps({
-      'framework': f'torch {torch.__version__}', 'device': args.device,
-      'threads': torch.get_num_threads(), 'keeps_freed_memory': keeps_freed_memory,
-      'batch_size': args.batch_size, 'dtype': args.dtype,
-      'params': {'encoder': _count(enc), 'decoder': _count(dec), 'discriminator': _count(dis)},
-      'gflop_per_image': counter.get_total_flops() / 1e9 / args.batch_size,
-      'step_seconds': seconds, 'images_per_second': args.batch_size / seconds}))
+  print(
+      json.dumps(
+          {
+              'framework': f'torch {torch.__version__}',
+              'device': args.device,
+              'threads': torch.get_num_threads(),
+              'keeps_freed_memory': keeps_freed_memory,
+              'batch_size': args.batch_size,
+              'dtype': args.dtype,
+              'params': {
+                  'encoder': _count(enc),
+                  'decoder': _count(dec),
+                  'discriminator': _count(dis),
+              },
+              'gflop_per_image': counter.get_total_flops() / 1e9 / args.batch_size,
+              'step_seconds': seconds,
+              'images_per_second': args.batch_size / seconds,
+          }
+      )
+  )
 
 
 if __name__ == '__main__':

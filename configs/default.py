@@ -14,7 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data: any TFDS image dataset by name; 'sklearn_digits' is bundled and offline.
   config.dataset = 'sklearn_digits'
-  config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or ~/tensorflow_datasets.
+  config.data_dir = ml_collections.config_dict.placeholder(
+      str
+  )  # None: TFDS_DATA_DIR or ~/tensorflow_datasets.
   config.image_key = 'image'
   config.train_split = 'train'
   config.eval_split = 'test'  # Source of the fixed batch reconstructed in the sample grids.
@@ -22,7 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   # (top, bottom, left, right) pixel box cut from every image, e.g. CelebA's face; None:
   # the largest centre square.
   config.crop = ml_collections.config_dict.placeholder(tuple)
-  config.num_channels = 1  # Grey datasets are tiled to 3 channels, colour ones averaged to 1, as needed.
+  config.num_channels = (
+      1  # Grey datasets are tiled to 3 channels, colour ones averaged to 1, as needed.
+  )
   config.shuffle_buffer = 60_000
   config.cache_dataset = True  # Keep decoded uint8 images in host memory (mnist, cifar10).
   # Keep the training images on the devices and shuffle, batch and preprocess them there
@@ -51,8 +55,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.networks.discriminator_widths = (32, 128, 256, 256)
   config.networks.discriminator_strides = (1, 2, 2, 2)
   config.networks.discriminator_dense_width = 512
-  config.networks.disl_layer = 4  # Dis_l: which convolution (counted from 1) gives the similarity features ...
-  config.networks.disl_features = 'post_activation'  # ... after BN + activation (seed) or 'pre_norm' (paper code).
+  config.networks.disl_layer = (
+      4  # Dis_l: which convolution (counted from 1) gives the similarity features ...
+  )
+  config.networks.disl_features = (
+      'post_activation'  # ... after BN + activation (seed) or 'pre_norm' (paper code).
+  )
   config.networks.batch_norm_momentum = 0.9  # Flax convention: PyTorch's momentum 0.1.
   # Biases in the layers that BatchNorm follows: the seed has them (and its parameter
   # counts); BatchNorm cancels them, so False (flax's ResNet, DCGAN) drops dead weights.
@@ -61,7 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Losses (losses.py, train_step.py).
   config.loss = ml_collections.ConfigDict()
   config.loss.gamma = 1.0  # Dec <- gamma * L_llike - L_GAN
-  config.loss.beta = 1.0  # Enc <- L_prior + beta * L_llike ('vae': L_llike in pixels, beta = 1/sigma^2)
+  config.loss.beta = (
+      1.0  # Enc <- L_prior + beta * L_llike ('vae': L_llike in pixels, beta = 1/sigma^2)
+  )
   config.loss.discriminator_fakes = 'both'  # 'reconstructions', 'prior' or 'both' (seed).
   config.loss.decoder_gan_loss = 'saturating'  # As in the paper; or 'non_saturating'.
   # BatchNorm batches: 'joint' runs the real images and the fakes through Dis as one
@@ -121,8 +131,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluation (evaluate.py; evaluation.py): Frechet distances in the features of a
   # classifier trained once per dataset (cached), reconstruction error, KL.
   config.eval = ml_collections.ConfigDict()
-  config.eval.every_steps = 0  # > 0: also evaluate during training, every so many steps and at the end.
-  config.eval.num_samples = 10_000  # Model samples per Frechet distance (and at most as many real images).
+  config.eval.every_steps = (
+      0  # > 0: also evaluate during training, every so many steps and at the end.
+  )
+  config.eval.num_samples = (
+      10_000  # Model samples per Frechet distance (and at most as many real images).
+  )
   config.eval.label_key = 'label'  # The class feature the classifier learns ...
   config.eval.classifier_steps = 1500  # ... in this many Adam steps of 64 images (seed 0).
   # Where trained classifiers are kept; None: ~/.cache/vaegan_jax/classifiers.

@@ -13,7 +13,8 @@ from tests.helpers import ROOT
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ.get(
-    'VAEGAN_TEST_COMPILATION_CACHE', os.path.join(ROOT, '.jax_cache'))
+    'VAEGAN_TEST_COMPILATION_CACHE', os.path.join(ROOT, '.jax_cache')
+)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
@@ -76,6 +77,7 @@ def mock_tfds(monkeypatch):
   """tfds.testing.mock_data (random pixels, real feature specs) with the download
   reachability check answered "yes", as on a machine with network access."""
   import tensorflow_datasets as tfds
+
   monkeypatch.setattr(input_pipeline, '_network_reachable', lambda timeout=5.0: True)
   with tfds.testing.mock_data(num_examples=40):
     yield

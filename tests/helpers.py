@@ -10,11 +10,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The network every test trains: compiles and steps in seconds on CPU.
 TINY = {
-    'networks.latent_dim': 8, 'networks.encoder_widths': (8, 16, 16),
-    'networks.encoder_dense_width': 32, 'networks.decoder_widths': (16, 8, 8),
-    'networks.decoder_kernel_size': 4, 'networks.discriminator_widths': (8, 8, 16, 16),
-    'networks.discriminator_dense_width': 16, 'batch_size': 16, 'num_train_steps': 4,
-    'log_every_steps': 2, 'checkpoint_every_steps': 2, 'num_sample_images': 16,
+    'networks.latent_dim': 8,
+    'networks.encoder_widths': (8, 16, 16),
+    'networks.encoder_dense_width': 32,
+    'networks.decoder_widths': (16, 8, 8),
+    'networks.decoder_kernel_size': 4,
+    'networks.discriminator_widths': (8, 8, 16, 16),
+    'networks.discriminator_dense_width': 16,
+    'batch_size': 16,
+    'num_train_steps': 4,
+    'log_every_steps': 2,
+    'checkpoint_every_steps': 2,
+    'num_sample_images': 16,
 }
 
 # The runs compared across device and process counts: every step's losses logged. Dis
@@ -22,8 +29,12 @@ TINY = {
 # Enc and Dec through Dis's batch statistics are sums of large terms of opposite sign
 # (real against fake), and 1 and 4 devices' float32 sums gave gradients 1e-3 apart
 # (2e-5 with separate batches), which RMSProp's sign-like first steps then spread.
-SCALE_OUT_RUN = {'num_train_steps': 4, 'log_every_steps': 1, 'checkpoint_every_steps': 2,
-                 'loss.discriminator_batches': 'separate'}
+SCALE_OUT_RUN = {
+    'num_train_steps': 4,
+    'log_every_steps': 1,
+    'checkpoint_every_steps': 2,
+    'loss.discriminator_batches': 'separate',
+}
 
 
 def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
@@ -39,8 +50,11 @@ def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections
 
 def command_line_flags(changes: dict) -> list[str]:
   """The same changes as train.py flags."""
-  return [f'--config.{field}=' + (str(value).replace(' ', '') if isinstance(value, tuple)
-                                  else str(value)) for field, value in changes.items()]
+  return [
+      f'--config.{field}='
+      + (str(value).replace(' ', '') if isinstance(value, tuple) else str(value))
+      for field, value in changes.items()
+  ]
 
 
 def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -51,16 +65,26 @@ def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def logged_scalars(workdir) -> dict[tuple[str, int], float]:
   """{(tag, step): value} of every scalar in a run's TensorBoard event file."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   (events,) = workdir.glob('events.out.tfevents.*')
-  return {(value.tag, event.step): float(tf.make_ndarray(value.tensor))
-          for event in tf.compat.v1.train.summary_iterator(str(events))
-          for value in event.summary.value
-          if value.metadata.plugin_data.plugin_name == 'scalars'}
+  return {
+      (value.tag, event.step): float(tf.make_ndarray(value.tensor))
+      for event in tf.compat.v1.train.summary_iterator(str(events))
+      for value in event.summary.value
+      if value.metadata.plugin_data.plugin_name == 'scalars'
+  }
 
 
-def run_script(script: str, *args: str, timeout: float = 600,
-               env: dict | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
   """`python script args...` from the repository root, as the README runs it; the
   child inherits the tests' environment (compilation cache, XLA flags)."""
-  return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+      [sys.executable, script, *map(str, args)],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )

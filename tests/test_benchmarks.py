@@ -17,30 +17,55 @@ pytestmark = pytest.mark.slow  # Subprocesses that compile the seed-size network
 
 
 @pytest.mark.parametrize('pipeline', [{}, {'data_on_device': True, 'steps_per_dispatch': 2}])
-def test_throughput_benchmark_reports_its_figures(tfds_data_dir, tmp_path,
-                                                  pipeline):
+def test_throughput_benchmark_reports_its_figures(tfds_data_dir, tmp_path, pipeline):
   out = tmp_path / 'figures.json'
   flags = command_line_flags({**TINY, 'data_dir': tfds_data_dir, **pipeline})
   result = subprocess.run(
-      [sys.executable, 'benchmarks/throughput.py', '--config', 'configs/digits.py', *flags,
-       '--steps=2', '--warmup=1', '--repeats=1', f'--json={out}'],
-      cwd=ROOT, env=None,
-      capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          'benchmarks/throughput.py',
+          '--config',
+          'configs/digits.py',
+          *flags,
+          '--steps=2',
+          '--warmup=1',
+          '--repeats=1',
+          f'--json={out}',
+      ],
+      cwd=ROOT,
+      env=None,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(out.read_text())['jax']
   # The figures are consistent with each other and with the model they timed.
   assert figures['images_per_second'] == pytest.approx(16 / figures['step_seconds'])
   assert figures['gflop_per_image'] == pytest.approx(figures['gflop_per_step'] / 16)
   assert figures['achieved_tflops'] == pytest.approx(
-      figures['gflop_per_step'] / 1e3 / figures['step_seconds'])
+      figures['gflop_per_step'] / 1e3 / figures['step_seconds']
+  )
   params = figures['params']
   config = override(tiny(digits.get_config()), {})
   networks = train_state.build_networks(config)
-  expected = {name: sum(x.size for x in jax.tree.leaves(jax.eval_shape(
-      lambda n=getattr(networks, name), i=inputs: n.init(jax.random.PRNGKey(0), i, train=False)
-  )['params'])) for name, inputs in (('encoder', jnp.zeros((1, 32, 32, 1))),
-                                      ('decoder', jnp.zeros((1, 8))),
-                                      ('discriminator', jnp.zeros((1, 32, 32, 1))))}
+  expected = {
+      name: sum(
+          x.size
+          for x in jax.tree.leaves(
+              jax.eval_shape(
+                  lambda n=getattr(networks, name), i=inputs: n.init(
+                      jax.random.PRNGKey(0), i, train=False
+                  )
+              )['params']
+          )
+      )
+      for name, inputs in (
+          ('encoder', jnp.zeros((1, 32, 32, 1))),
+          ('decoder', jnp.zeros((1, 8))),
+          ('discriminator', jnp.zeros((1, 32, 32, 1))),
+      )
+  }
   assert params == expected
   # Parameters, RMSProp state and a batch are all in memory at once during the step.
   assert figures['peak_memory_bytes'] >= 4 * 2 * sum(params.values()) + 4 * 16 * 32 * 32
@@ -65,7 +90,11 @@ def test_throughput_benchmark_reports_its_figures(tfds_data_dir, tmp_path,
 def test_convolution_benchmark_times_every_layer():
   result = subprocess.run(
       [sys.executable, 'benchmarks/convolutions.py', '--batch_size=2', '--repeats=1'],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
   for layer in ('enc1', 'dis4', 'dec4', 'total'):
@@ -73,24 +102,42 @@ def test_convolution_benchmark_times_every_layer():
   layers = [name for name in rows if name != 'total' and len(rows[name]) == 3]
   for column in range(3):  # The total is the sum of the layers' times.
     assert float(rows['total'][column]) == pytest.approx(
-        sum(float(rows[name][column]) for name in layers), abs=0.05 * len(layers) + 0.05)
+        sum(float(rows[name][column]) for name in layers), abs=0.05 * len(layers) + 0.05
+    )
 
 
 def test_accelerator_check_runs_without_tensorflow(tmp_path):
   """The GPU image has no TensorFlow, tensorflow-datasets or clu: here they are hidden
   (tests/without_tensorflow), and the check must still run, on the scanned on-device
   steps it times on a GPU."""
-  env = {**os.environ, 'PYTHON': sys.executable,
-         'PYTHONPATH': os.path.join(ROOT, 'tests', 'without_tensorflow')}
+  env = {
+      **os.environ,
+      'PYTHON': sys.executable,
+      'PYTHONPATH': os.path.join(ROOT, 'tests', 'without_tensorflow'),
+  }
   result = subprocess.run(
-      ['bash', 'benchmarks/accelerator_check.sh', str(tmp_path), '--tiny',
-       '--cases=mnist:4,cifar10:4', '--dtypes=bfloat16', '--steps_per_dispatch=2',
-       '--dispatches=1'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+      [
+          'bash',
+          'benchmarks/accelerator_check.sh',
+          str(tmp_path),
+          '--tiny',
+          '--cases=mnist:4,cifar10:4',
+          '--dtypes=bfloat16',
+          '--steps_per_dispatch=2',
+          '--dispatches=1',
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads((tmp_path / 'accelerator_check.json').read_text())
-  assert [(case['config'], case['num_channels'], case['batch_size'], case['dtype'])
-          for case in figures['cases']] == [('mnist', 1, 4, 'bfloat16'),
-                                             ('cifar10', 3, 4, 'bfloat16')]
+  assert [
+      (case['config'], case['num_channels'], case['batch_size'], case['dtype'])
+      for case in figures['cases']
+  ] == [('mnist', 1, 4, 'bfloat16'), ('cifar10', 3, 4, 'bfloat16')]
   for case in figures['cases']:
     assert case['all_steps_finite'] and case['steps_per_dispatch'] == 2
     assert case['images_per_second'] > 0 and case['gflop_per_step'] > 0

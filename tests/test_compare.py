@@ -16,15 +16,35 @@ pytestmark = pytest.mark.slow  # Trains and scores all four models in a subproce
 
 def test_compare_trains_and_scores_all_four_models(tfds_data_dir, tmp_path):
   workdir = tmp_path / 'compare'
-  flags = command_line_flags({
-      **TINY, 'num_train_steps': 3, 'checkpoint_every_steps': 3, 'data_dir': tfds_data_dir,
-      'eval.classifier_dir': str(tmp_path / 'classifiers'), 'eval.classifier_steps': 50,
-      'eval.num_samples': 40})
+  flags = command_line_flags(
+      {
+          **TINY,
+          'num_train_steps': 3,
+          'checkpoint_every_steps': 3,
+          'data_dir': tfds_data_dir,
+          'eval.classifier_dir': str(tmp_path / 'classifiers'),
+          'eval.classifier_steps': 50,
+          'eval.num_samples': 40,
+      }
+  )
 
   def run(*args):
-    return subprocess.run([sys.executable, 'compare.py', '--workdir', str(workdir),
-                           '--grid_side', '3', *flags, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            'compare.py',
+            '--workdir',
+            str(workdir),
+            '--grid_side',
+            '3',
+            *flags,
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
   done = run('--seeds', '0,1', '--num_samples', '40', '--config.ema_decay=0.5')
   assert done.returncode == 0, done.stderr[-3000:]
@@ -32,8 +52,12 @@ def test_compare_trains_and_scores_all_four_models(tfds_data_dir, tmp_path):
   assert list(results) == ['vae', 'vae_disl', 'gan', 'vaegan']
   for model, runs in results.items():
     # Each seed is scored with its averaged weights and with its raw ones.
-    assert [(scored['seed'], scored['ema']) for scored in runs] == [(0, True), (0, False), (1, True),
-                                                          (1, False)]
+    assert [(scored['seed'], scored['ema']) for scored in runs] == [
+        (0, True),
+        (0, False),
+        (1, True),
+        (1, False),
+    ]
     for scored in runs:
       assert scored['step'] == 3 and scored['metrics']['num_samples'] == 40
       assert ('reconstruction/mse' in scored['metrics']) == (model != 'gan')
@@ -46,8 +70,7 @@ def test_compare_trains_and_scores_all_four_models(tfds_data_dir, tmp_path):
   assert table.split('\n\n')[0] in done.stdout
   rows = [line for line in table.splitlines() if line.startswith('| `')]
   names = [row.split('|')[1].strip() for row in rows]
-  assert names == [f'`{m}`{suffix}' for m in results
-                   for suffix in ('', ', weights without EMA')]
+  assert names == [f'`{m}`{suffix}' for m in results for suffix in ('', ', weights without EMA')]
   # Mean ± standard deviation over the two seeds, as recomputed from results.json.
   fd = [scored['metrics']['frechet/samples'] for scored in results['vae'] if scored['ema']]
   assert f'{np.mean(fd):.1f} ± {np.std(fd, ddof=1):.1f}' == rows[0].split('|')[2].strip()

@@ -1,4 +1,4 @@
-"""Entry points run convolutions on CPU with XLA's Eigen kernels (vaegan_jax/cpu/convolutions.py)."""
+"""Entry points run convolutions on CPU with XLA's Eigen kernels (cpu/convolutions.py)."""
 
 import os
 import subprocess
@@ -28,9 +28,14 @@ print(settings['eigen_convolutions_flag'],
 
 def _run(xla_flags: str) -> tuple[str, int]:
   env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, '-c', _PROGRAM], env=env, capture_output=True,
-                          text=True, check=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run(
+      [sys.executable, '-c', _PROGRAM],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   flag_set, count = result.stdout.split()[-2:]
   return flag_set, int(count)
 

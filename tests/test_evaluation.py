@@ -22,7 +22,6 @@ from vaegan_jax import train
 from vaegan_jax.errors import ConfigError
 
 
-
 def _random_covariance(rng, dim, rank=None):
   factor = rng.normal(size=(dim, rank or dim))
   return factor @ factor.T / dim
@@ -31,7 +30,7 @@ def _random_covariance(rng, dim, rank=None):
 def _scipy_frechet(mu1, sigma1, mu2, sigma2):
   """The textbook formula with a general matrix square root (as pytorch-fid computes it)."""
   covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-  return float(np.sum((mu1 - mu2)**2) + np.trace(sigma1 + sigma2 - 2 * np.real(covmean)))
+  return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * np.real(covmean)))
 
 
 @pytest.mark.parametrize('dim', [1, 3, 8])
@@ -40,8 +39,12 @@ def test_frechet_distance_matches_scipy_sqrtm(dim):
   for _ in range(5):
     mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
     sigma1, sigma2 = _random_covariance(rng, dim), _random_covariance(rng, dim)
-    np.testing.assert_allclose(frechet.frechet_distance(mu1, sigma1, mu2, sigma2),
-                               _scipy_frechet(mu1, sigma1, mu2, sigma2), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(
+        frechet.frechet_distance(mu1, sigma1, mu2, sigma2),
+        _scipy_frechet(mu1, sigma1, mu2, sigma2),
+        rtol=1e-7,
+        atol=1e-9,
+    )
 
 
 def test_frechet_distance_of_known_gaussians():
@@ -57,9 +60,11 @@ def test_frechet_distance_of_known_gaussians():
   mu = rng.normal(size=6)
   assert frechet.frechet_distance(mu, singular, mu, singular) == pytest.approx(0, abs=1e-9)
   assert frechet.frechet_distance(mu, singular, 0 * mu, full) == pytest.approx(
-      frechet.frechet_distance(0 * mu, full, mu, singular))
+      frechet.frechet_distance(0 * mu, full, mu, singular)
+  )
   assert frechet.frechet_distance(mu, singular, 0 * mu, full) == pytest.approx(
-      _scipy_frechet(mu, singular, 0 * mu, full), rel=1e-6)
+      _scipy_frechet(mu, singular, 0 * mu, full), rel=1e-6
+  )
 
 
 def test_features_distance_estimates_the_distance_of_the_sampled_gaussians():
@@ -133,8 +138,10 @@ def gan_run(eval_config, digits_classifier, tmp_path_factory):
 
 def test_training_evaluates_when_configured(vaegan_run):
   workdir = vaegan_run
-  assert sorted(p.name for p in (workdir / 'eval').iterdir()) == ['step_000004.json',
-                                                                  'step_000008.json']
+  assert sorted(p.name for p in (workdir / 'eval').iterdir()) == [
+      'step_000004.json',
+      'step_000008.json',
+  ]
   metrics = json.loads((workdir / 'eval' / 'step_000008.json').read_text())
   assert metrics['step'] == 8 and metrics['num_samples'] == 200 and metrics['num_real'] == 200
   # Eight steps of a tiny network are far from the data; real images are close to it.
@@ -153,8 +160,9 @@ def test_reconstruction_metrics_are_what_they_say(eval_config, vaegan_run, digit
   logits, _ = classifier_lib.apply(digits_classifier, recons)
   metrics = json.loads((vaegan_run / 'eval' / 'step_000008.json').read_text())
   assert metrics['reconstruction/classifier_accuracy'] == pytest.approx(
-      np.mean(np.argmax(logits, axis=-1) == labels), abs=1e-6)
-  assert metrics['reconstruction/mse'] == pytest.approx(np.mean((recons - real)**2), rel=1e-4)
+      np.mean(np.argmax(logits, axis=-1) == labels), abs=1e-6
+  )
+  assert metrics['reconstruction/mse'] == pytest.approx(np.mean((recons - real) ** 2), rel=1e-4)
   kl = -0.5 * np.sum(1 + logvar - np.square(mu) - np.exp(logvar), axis=-1)
   assert metrics['kl'] == pytest.approx(float(np.mean(kl)), rel=1e-4)
 
@@ -170,22 +178,28 @@ def test_the_frechet_distance_tells_real_digits_from_noise(eval_config, digits_c
   floor = frechet.features_distance(real, features(train_images[:300]))
   held_out = frechet.features_distance(real, features(train_images[300:600]))
   noise = np.random.default_rng(0).uniform(-1, 1, test_images.shape)
-  blurred = jax.image.resize(jax.image.resize(train_images[:300], (300, 8, 8, 1), 'linear'),
-                             train_images[:300].shape, 'linear')
+  blurred = jax.image.resize(
+      jax.image.resize(train_images[:300], (300, 8, 8, 1), 'linear'),
+      train_images[:300].shape,
+      'linear',
+  )
   assert held_out < 2 * floor
   assert frechet.features_distance(real, features(blurred)) > 3 * floor
   assert frechet.features_distance(real, features(noise)) > 10 * frechet.features_distance(
-      real, features(blurred))
+      real, features(blurred)
+  )
 
 
-def test_evaluating_a_checkpoint_matches_evaluating_in_training(eval_config, vaegan_run,
-                                                               digits_classifier):
+def test_evaluating_a_checkpoint_matches_evaluating_in_training(
+    eval_config, vaegan_run, digits_classifier
+):
   workdir = vaegan_run
   model = inference.load_model(workdir)
   model.config.eval.classifier_dir = eval_config.eval.classifier_dir
   builder = input_pipeline.get_builder(model.config)
-  metrics = evaluation.evaluate(model, builder, digits_classifier,
-                                jax.random.PRNGKey(eval_config.seed + 2))
+  metrics = evaluation.evaluate(
+      model, builder, digits_classifier, jax.random.PRNGKey(eval_config.seed + 2)
+  )
   during = json.loads((workdir / 'eval' / 'step_000008.json').read_text())
   for name, value in metrics.items():
     assert value == pytest.approx(during[name], rel=1e-4), name
@@ -196,23 +210,40 @@ def test_command_line_scores_a_gan_without_reconstruction_metrics(gan_run, eval_
   workdir = gan_run
   assert not (workdir / 'eval').exists()  # every_steps=0: not during training.
   env = None
-  done = subprocess.run([sys.executable, 'evaluate.py', '--workdir', str(workdir),
-                         '--num_samples', '100'], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
+  done = subprocess.run(
+      [sys.executable, 'evaluate.py', '--workdir', str(workdir), '--num_samples', '100'],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   metrics = json.loads((workdir / 'eval' / 'step_000008.json').read_text())
   assert metrics['num_samples'] == 100
   # The sample metrics only: a GAN has no encoder to reconstruct with.
-  assert {'frechet/samples', 'frechet/samples_vs_train', 'kid/samples', 'samples/confidence',
-          'samples/class_entropy', 'samples/sharpness'} <= set(metrics)
-  assert not any(k.startswith('reconstruction/') or k in ('kl', 'frechet/reconstructions')
-                 for k in metrics)
+  assert {
+      'frechet/samples',
+      'frechet/samples_vs_train',
+      'kid/samples',
+      'samples/confidence',
+      'samples/class_entropy',
+      'samples/sharpness',
+  } <= set(metrics)
+  assert not any(
+      k.startswith('reconstruction/') or k in ('kl', 'frechet/reconstructions') for k in metrics
+  )
   assert 'frechet/samples' in done.stdout
   assert any(p.name.startswith('events.out.tfevents') for p in workdir.iterdir())
 
-  missing = subprocess.run([sys.executable, 'evaluate.py', '--workdir',
-                            str(workdir / 'nothing')], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)
+  missing = subprocess.run(
+      [sys.executable, 'evaluate.py', '--workdir', str(workdir / 'nothing')],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert missing.returncode != 0 and 'error: ' in missing.stderr
   assert 'Traceback' not in missing.stderr
 
@@ -228,17 +259,20 @@ def test_kernel_distance_is_unbiased_and_grows_with_the_difference():
   # The estimate written out term by term, on a few rows.
   a, b = x[:5], y[:6] + 0.5
   k = lambda u, v: (u @ v / 8 + 1) ** 3
-  expected = (sum(k(a[i], a[j]) for i in range(5) for j in range(5) if i != j) / 20 +
-              sum(k(b[i], b[j]) for i in range(6) for j in range(6) if i != j) / 30 -
-              2 * sum(k(a[i], b[j]) for i in range(5) for j in range(6)) / 30)
+  expected = (
+      sum(k(a[i], a[j]) for i in range(5) for j in range(5) if i != j) / 20
+      + sum(k(b[i], b[j]) for i in range(6) for j in range(6) if i != j) / 30
+      - 2 * sum(k(a[i], b[j]) for i in range(5) for j in range(6)) / 30
+  )
   assert kid.unbiased_mmd2(a, b) == pytest.approx(expected)
 
 
 def test_sharpness_sees_blur_and_noise():
   rng = np.random.default_rng(0)
   sharp = np.sign(rng.normal(size=(8, 32, 32, 1)))  # Edges everywhere.
-  blurred = np.asarray(jax.image.resize(jax.image.resize(sharp, (8, 8, 8, 1), 'linear'),
-                                        sharp.shape, 'linear'))
+  blurred = np.asarray(
+      jax.image.resize(jax.image.resize(sharp, (8, 8, 8, 1), 'linear'), sharp.shape, 'linear')
+  )
   fractions = spectrum.high_frequency_fraction(np.concatenate([sharp, blurred]))
   assert np.all(fractions[:8] > 0.7) and np.all(fractions[8:] < 0.2)
   assert spectrum.high_frequency_fraction(np.ones((1, 32, 32, 3))).tolist() == [0.0]

@@ -31,14 +31,27 @@ def _config(data_dir, **changes):
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
-          str(workdir), *command_line_flags({**TINY, **RUN, 'data_dir': data_dir})]
+  return [
+      sys.executable,
+      'train.py',
+      '--config',
+      'configs/digits.py',
+      '--workdir',
+      str(workdir),
+      *command_line_flags({**TINY, **RUN, 'data_dir': data_dir}),
+  ]
 
 
 def _start(workdir, data_dir, log):
   env = None
-  return subprocess.Popen(_command(workdir, data_dir), cwd=ROOT, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+      _command(workdir, data_dir),
+      cwd=ROOT,
+      env=env,
+      stdout=log,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
 
 
 def _wait_for(log_path, text, process, timeout=300):
@@ -130,12 +143,16 @@ def _nan_at(step_to_poison, monkeypatch):
   monkeypatch.setattr(input_pipeline, 'train_batches', poisoned)
 
 
-def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tfds_data_dir, tmp_path,
-                                                                monkeypatch):
+def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tfds_data_dir, tmp_path, monkeypatch
+):
   config = _config(tfds_data_dir, num_train_steps=8, checkpoint_every_steps=2)
   _nan_at(6, monkeypatch)  # The 7th step, counted from 1.
-  with pytest.raises(NonFiniteError, match=r'Step 7: non-finite KL \(L_prior\), L_llike.*'
-                     r'latest checkpoint is step 6\. Re-running resumes from it'):
+  with pytest.raises(
+      NonFiniteError,
+      match=r'Step 7: non-finite KL \(L_prior\), L_llike.*'
+      r'latest checkpoint is step 6\. Re-running resumes from it',
+  ):
     train.train_and_evaluate(config, tmp_path)
   assert inference.available_steps(tmp_path) == [2, 4, 6]
   _, state = inference.restore_train_state(tmp_path)
@@ -153,8 +170,11 @@ def test_parameters_that_overflow_are_never_saved(tfds_data_dir, tmp_path):
   train.train_and_evaluate(config, tmp_path)
   # Finite losses and gradients at step 5, but its update takes the weights to Inf.
   config.optim.learning_rate, config.num_train_steps, config.checkpoint_every_steps = 1e38, 8, 1
-  with pytest.raises(NonFiniteError, match=r'Step 5: the parameters .* hold NaN or Inf, so '
-                     r'this state was not saved; the latest checkpoint is step 4'):
+  with pytest.raises(
+      NonFiniteError,
+      match=r'Step 5: the parameters .* hold NaN or Inf, so '
+      r'this state was not saved; the latest checkpoint is step 4',
+  ):
     train.train_and_evaluate(config, tmp_path)
   assert inference.available_steps(tmp_path) == [2, 4]
 
@@ -167,13 +187,19 @@ def test_a_diverged_checkpoint_is_named_and_can_be_rewound_past(tfds_data_dir, t
   # Step 5's update leaves finite but huge weights, which are saved; step 6 overflows.
   diverging = _config(tfds_data_dir, num_train_steps=8, checkpoint_every_steps=1)
   diverging.optim.learning_rate = 1e6
-  with pytest.raises(NonFiniteError, match=r'Step 6: .*latest checkpoint is step 5.*'
-                     r'--config.restore_step=4 resumes from an earlier checkpoint'):
+  with pytest.raises(
+      NonFiniteError,
+      match=r'Step 6: .*latest checkpoint is step 5.*'
+      r'--config.restore_step=4 resumes from an earlier checkpoint',
+  ):
     train.train_and_evaluate(diverging, workdir)
   config.num_train_steps = 6  # The first learning rate again: step 6 overflows at once.
-  with pytest.raises(NonFiniteError, match=r'Step 6: .*at the first step after resuming from '
-                     r'the checkpoint of step 5: its parameters have likely diverged\. '
-                     r'--config.restore_step=4'):
+  with pytest.raises(
+      NonFiniteError,
+      match=r'Step 6: .*at the first step after resuming from '
+      r'the checkpoint of step 5: its parameters have likely diverged\. '
+      r'--config.restore_step=4',
+  ):
     train.train_and_evaluate(config, workdir)
   assert inference.available_steps(workdir) == [2, 4, 5]
 
@@ -182,8 +208,9 @@ def test_a_diverged_checkpoint_is_named_and_can_be_rewound_past(tfds_data_dir, t
   assert (workdir / 'checkpoints_set_aside' / '5').is_dir()  # Moved, not deleted.
   assert inference.available_steps(workdir) == [2, 4, 6]
   config.restore_step = 0  # The rewound run is the run that never diverged.
-  _assert_same_state(jax.device_get(state),
-                     jax.device_get(train.train_and_evaluate(config, tmp_path / 'straight')))
+  _assert_same_state(
+      jax.device_get(state), jax.device_get(train.train_and_evaluate(config, tmp_path / 'straight'))
+  )
 
 
 def _damage_largest_file(checkpoint_dir):
@@ -192,8 +219,7 @@ def _damage_largest_file(checkpoint_dir):
     f.truncate(path.stat().st_size // 2)
 
 
-def test_a_damaged_latest_checkpoint_is_reported_then_set_aside_on_request(tfds_data_dir,
-                                                                          tmp_path):
+def test_a_damaged_latest_checkpoint_is_reported_then_set_aside_on_request(tfds_data_dir, tmp_path):
   config = _config(tfds_data_dir, num_train_steps=4, checkpoint_every_steps=2)
   train.train_and_evaluate(config, tmp_path / 'straight')
   workdir = tmp_path / 'damaged'
@@ -201,16 +227,24 @@ def test_a_damaged_latest_checkpoint_is_reported_then_set_aside_on_request(tfds_
   _damage_largest_file(workdir / 'checkpoints' / '4')
 
   # An interrupted asynchronous save leaves only a temporary directory, never listed.
-  shutil.copytree(workdir / 'checkpoints' / '2',
-                  workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1795000000000000')
+  shutil.copytree(
+      workdir / 'checkpoints' / '2',
+      workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1795000000000000',
+  )
   config.num_train_steps = 6
-  with pytest.raises(CheckpointError, match=r'checkpoint of step 4 .* cannot be read.*'
-                     r'previous checkpoint \(step 2\).*checkpoint_fallback=True'):
+  with pytest.raises(
+      CheckpointError,
+      match=r'checkpoint of step 4 .* cannot be read.*'
+      r'previous checkpoint \(step 2\).*checkpoint_fallback=True',
+  ):
     train.train_and_evaluate(config, workdir)
   assert inference.available_steps(workdir) == [2, 4]
 
-  with pytest.raises(CheckpointError, match=r'checkpoint of step 4 in .* cannot be read.*'
-                     r'damaged or incomplete\. Pass --step with another checkpoint: 2\.'):
+  with pytest.raises(
+      CheckpointError,
+      match=r'checkpoint of step 4 in .* cannot be read.*'
+      r'damaged or incomplete\. Pass --step with another checkpoint: 2\.',
+  ):
     inference.load_model(workdir)  # What sample.py and evaluate.py say.
   assert inference.load_model(workdir, step=2).step == 2
 
@@ -219,7 +253,9 @@ def test_a_damaged_latest_checkpoint_is_reported_then_set_aside_on_request(tfds_
   state = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 6
   assert sorted(p.name for p in (workdir / 'checkpoints_unreadable').iterdir()) == [
-      '4', '999999']  # Set aside, not deleted; the readable step 2 stayed.
+      '4',
+      '999999',
+  ]  # Set aside, not deleted; the readable step 2 stayed.
   assert inference.available_steps(workdir) == [2, 4, 6]  # Resumed from 2.
   config.checkpoint_fallback = False
   straight = train.train_and_evaluate(config, tmp_path / 'straight')
@@ -238,17 +274,23 @@ def test_a_failed_resume_moves_no_checkpoint_and_keeps_config_json(tfds_data_dir
 
   (tmp_path / 'config.json').unlink()  # Nothing left to compare with: the shapes tell.
   other.checkpoint_fallback = True
-  with pytest.raises(WorkdirMismatchError, match=r'checkpoint .*/4 holds a model of other '
-                     r'shapes than this config.s.*Was config.json deleted or replaced'):
+  with pytest.raises(
+      WorkdirMismatchError,
+      match=r'checkpoint .*/4 holds a model of other '
+      r'shapes than this config.s.*Was config.json deleted or replaced',
+  ):
     train.train_and_evaluate(other, tmp_path)
   assert not (tmp_path / 'config.json').exists()
   assert inference.available_steps(tmp_path) == [2, 4]  # Not set aside as unreadable.
 
-  (tmp_path / 'config.json').write_text(saved[:len(saved) // 2])  # A truncated file.
-  for attempt in (lambda: train.train_and_evaluate(config, tmp_path),
-                  lambda: inference.load_model(tmp_path)):
-    with pytest.raises(CheckpointError, match=r'config.json is damaged \(not valid JSON.*'
-                       r'Move it aside'):
+  (tmp_path / 'config.json').write_text(saved[: len(saved) // 2])  # A truncated file.
+  for attempt in (
+      lambda: train.train_and_evaluate(config, tmp_path),
+      lambda: inference.load_model(tmp_path),
+  ):
+    with pytest.raises(
+        CheckpointError, match=r'config.json is damaged \(not valid JSON.*' r'Move it aside'
+    ):
       attempt()
   (tmp_path / 'config.json').unlink()
   train.train_and_evaluate(config, tmp_path)  # The run's own config writes it again.
@@ -263,30 +305,44 @@ def test_a_full_disk_is_reported_with_the_checkpoint_to_resume_from(tmp_path):
     directory = tmp_path / 'checkpoints'
 
     def save(self, *args, **kwargs):
-      raise ValueError('RESOURCE_EXHAUSTED: Error writing "x/0": Failed to write 26738 bytes '
-                       "to file 5: No space left on device [os_error_code='28']")
+      raise ValueError(
+          'RESOURCE_EXHAUSTED: Error writing "x/0": Failed to write 26738 bytes '
+          "to file 5: No space left on device [os_error_code='28']"
+      )
 
-  with pytest.raises(CheckpointSaveError, match=r'^Saving a checkpoint to .* failed: the disk '
-                     r'is full \(No space left on device\)\. Free space .* it resumes from '
-                     r'step 4, the newest complete checkpoint'):
+  with pytest.raises(
+      CheckpointSaveError,
+      match=r'^Saving a checkpoint to .* failed: the disk '
+      r'is full \(No space left on device\)\. Free space .* it resumes from '
+      r'step 4, the newest complete checkpoint',
+  ):
     checkpointing.save(FullDisk(), types.SimpleNamespace(step=8))
 
 
 @pytest.mark.slow
-def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(tfds_data_dir,
-                                                                          tmp_path):
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(tfds_data_dir, tmp_path):
   """train.py on a 1.2 MB tmpfs, mounted in a private mount namespace (as root or in a
   user namespace), where the second checkpoint no longer fits."""
   disk, report = tmp_path / 'disk', tmp_path / 'report.txt'
   disk.mkdir()
-  command = [*_command(disk / 'run', tfds_data_dir), '--config.num_train_steps=40',
-             '--config.checkpoint_every_steps=2', '--config.keep_checkpoints=50']
-  script = (f'mount -t tmpfs -o size=1200k tmpfs {disk} || exit 99; '
-            f'"$@" 2> {tmp_path / "stderr.txt"}; echo "rc=$?" > {report}; '
-            f'ls {disk / "run" / "checkpoints"} >> {report}')
-  result = subprocess.run(['unshare', *([] if os.geteuid() == 0 else ['-r']), '-m', 'sh', '-c',
-                           script, 'sh', *command], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+  command = [
+      *_command(disk / 'run', tfds_data_dir),
+      '--config.num_train_steps=40',
+      '--config.checkpoint_every_steps=2',
+      '--config.keep_checkpoints=50',
+  ]
+  script = (
+      f'mount -t tmpfs -o size=1200k tmpfs {disk} || exit 99; '
+      f'"$@" 2> {tmp_path / "stderr.txt"}; echo "rc=$?" > {report}; '
+      f'ls {disk / "run" / "checkpoints"} >> {report}'
+  )
+  result = subprocess.run(
+      ['unshare', *([] if os.geteuid() == 0 else ['-r']), '-m', 'sh', '-c', script, 'sh', *command],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   if result.returncode == 99 or not report.exists():
     pytest.skip(f'cannot mount a tmpfs here (needs root or user namespaces): {result.stderr}')
   status, *listed = report.read_text().split()
@@ -300,8 +356,10 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(tfds_
 
 def test_an_unwritable_workdir_is_refused_before_set_up(tiny_digits_config, tmp_path):
   (tmp_path / 'file').write_text('')
-  for workdir, message in ((tmp_path / 'file', 'is a file, not a folder'),
-                           (tmp_path / 'file' / 'run', 'is a file, so the folder cannot be')):
+  for workdir, message in (
+      (tmp_path / 'file', 'is a file, not a folder'),
+      (tmp_path / 'file' / 'run', 'is a file, so the folder cannot be'),
+  ):
     with pytest.raises(OutputFolderError, match=f'--workdir={workdir}.*{message}'):
       train.train_and_evaluate(tiny_digits_config, workdir)
 

@@ -34,9 +34,14 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def _faults(keep: bool) -> tuple[str, int]:
   env = dict(os.environ, VAEGAN_KEEP_FREED_MEMORY='1' if keep else '0')
-  result = subprocess.run([sys.executable, '-c', _PROGRAM], env=env, capture_output=True,
-                          text=True, check=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run(
+      [sys.executable, '-c', _PROGRAM],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   applied, faults = result.stdout.split()
   return applied, int(faults)
 

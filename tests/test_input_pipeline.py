@@ -48,9 +48,9 @@ def test_data_order_is_a_function_of_seed_and_step(tiny_digits_config):
   assert not np.array_equal(straight[0], _first_batches(config, 0, 1)[0])
 
 
-@pytest.mark.parametrize('get_config, channels', [(mnist.get_config, 1),
-                                                  (cifar10.get_config, 3),
-                                                  (celeba.get_config, 3)])
+@pytest.mark.parametrize(
+    'get_config, channels', [(mnist.get_config, 1), (cifar10.get_config, 3), (celeba.get_config, 3)]
+)
 def test_tfds_datasets_by_name(mock_tfds, get_config, channels):
   config = tiny(get_config())
   config.image_size = 32

@@ -39,7 +39,7 @@ def test_bce_matches_naive_formula_and_stays_finite():
   # log(sigmoid(-1000)) would be log(0) = -inf; log-sigmoid gives -1000.
   np.testing.assert_allclose(losses.bce_real(extreme), 500.0, rtol=1e-6)
   np.testing.assert_allclose(losses.bce_fake(extreme), 500.0, rtol=1e-6)
-  grads = jax.grad(lambda l: losses.bce_real(l) + losses.bce_fake(l))(extreme)
+  grads = jax.grad(lambda x: losses.bce_real(x) + losses.bce_fake(x))(extreme)
   assert np.all(np.isfinite(grads))
 
 
@@ -56,5 +56,5 @@ def test_discriminator_and_generator_losses():
   np.testing.assert_allclose(non_saturating, losses.bce_real(recon) + losses.bce_real(prior))
   # Both push D(fake) up: their gradients w.r.t. the fake logits are negative.
   for sat in (True, False):
-    g = jax.grad(lambda l: losses.generator_loss([l], saturating=sat))(recon)
+    g = jax.grad(lambda x: losses.generator_loss([x], saturating=sat))(recon)
     assert np.all(g < 0)

@@ -17,15 +17,15 @@ def _text(cell) -> str:
   return ''.join(output.get('text', '') for output in cell.outputs)
 
 
-def test_colab_notebook_runs_in_its_smoke_test_mode(tfds_data_dir,
-                                                    tmp_path, monkeypatch):
+def test_colab_notebook_runs_in_its_smoke_test_mode(tfds_data_dir, tmp_path, monkeypatch):
   workdir = tmp_path / 'run'
   monkeypatch.setenv('VAEGAN_NOTEBOOK_SMOKE_TEST', '1')
   monkeypatch.setenv('VAEGAN_NOTEBOOK_WORKDIR', str(workdir))
   monkeypatch.setenv('TFDS_DATA_DIR', tfds_data_dir)  # The digits, prepared once per session.
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
-                          resources={'metadata': {'path': ROOT}}).execute()
+  nbclient.NotebookClient(
+      notebook, timeout=600, kernel_name='python3', resources={'metadata': {'path': ROOT}}
+  ).execute()
 
   code = [cell for cell in notebook.cells if cell.cell_type == 'code']
   assert '1 CPU device(s)' in _text(code[2])

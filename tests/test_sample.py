@@ -19,7 +19,6 @@ from vaegan_jax import train
 from vaegan_jax.errors import CheckpointError, ImageReadError, WorkdirMismatchError
 
 
-
 @pytest.fixture
 def trained(trained_digits):
   return trained_digits
@@ -27,8 +26,11 @@ def trained(trained_digits):
 
 def _snapshot(directory):
   """Every file under a directory with its size and modification time."""
-  return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-          for p in sorted(directory.rglob('*')) if p.is_file()}
+  return {
+      str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+      for p in sorted(directory.rglob('*'))
+      if p.is_file()
+  }
 
 
 def test_parameters_alone_and_the_whole_state_restore_as_trained(trained):
@@ -44,17 +46,18 @@ def test_parameters_alone_and_the_whole_state_restore_as_trained(trained):
   _, state = inference.restore_train_state(workdir)
   for name in ('encoder', 'decoder', 'discriminator'):
     expected = getattr(final, name)
-    jax.tree.map(np.testing.assert_array_equal, model.variables[name]['params'],
-                 expected.params)
-    jax.tree.map(np.testing.assert_array_equal, model.variables[name]['batch_stats'],
-                 expected.batch_stats)
-    jax.tree.map(np.testing.assert_array_equal, getattr(state, name).opt_state,
-                 expected.opt_state)
+    jax.tree.map(np.testing.assert_array_equal, model.variables[name]['params'], expected.params)
+    jax.tree.map(
+        np.testing.assert_array_equal, model.variables[name]['batch_stats'], expected.batch_stats
+    )
+    jax.tree.map(np.testing.assert_array_equal, getattr(state, name).opt_state, expected.opt_state)
   assert 'opt_state' not in model.variables['decoder']  # Never read for inference.
   earlier = inference.load_model(workdir, step=20)
   assert earlier.step == 20
-  assert not np.array_equal(earlier.variables['decoder']['params']['Dense_0']['kernel'],
-                            model.variables['decoder']['params']['Dense_0']['kernel'])
+  assert not np.array_equal(
+      earlier.variables['decoder']['params']['Dense_0']['kernel'],
+      model.variables['decoder']['params']['Dense_0']['kernel'],
+  )
 
 
 def test_evaluation_mode_uses_sane_running_statistics(trained):
@@ -68,12 +71,14 @@ def test_evaluation_mode_uses_sane_running_statistics(trained):
   z = jax.random.normal(jax.random.PRNGKey(0), (256, model.config.networks.latent_dim))
   decoder, params = model.networks.decoder, model.variables['decoder']['params']
   evaluation = inference.decode(model, z)
-  training, _ = decoder.apply({'params': params, 'batch_stats': stats}, z, train=True,
-                              mutable=['batch_stats'])
-  initial_stats = {k: {'mean': jnp.zeros_like(v['mean']), 'var': jnp.ones_like(v['var'])}
-                   for k, v in stats.items()}
-  with_initial = decoder.apply({'params': params, 'batch_stats': initial_stats}, z,
-                               train=False)
+  training, _ = decoder.apply(
+      {'params': params, 'batch_stats': stats}, z, train=True, mutable=['batch_stats']
+  )
+  initial_stats = {
+      k: {'mean': jnp.zeros_like(v['mean']), 'var': jnp.ones_like(v['var'])}
+      for k, v in stats.items()
+  }
+  with_initial = decoder.apply({'params': params, 'batch_stats': initial_stats}, z, train=False)
   # The running statistics describe the batches the decoder sees: its evaluation
   # outputs are close to its batch-statistics outputs, unlike with the initial ones.
   gap = float(jnp.mean(jnp.abs(evaluation - training)))
@@ -97,8 +102,11 @@ def test_bad_inputs_are_refused_and_leave_the_workdir_unchanged(trained, tmp_pat
   config = json.loads((other / 'config.json').read_text())
   config['networks']['latent_dim'] = 4
   (other / 'config.json').write_text(json.dumps(config))
-  with pytest.raises(CheckpointError, match=r"does not belong to the model of its config.json.*"
-                     r"\['decoder'\]\['params'\]\['Dense_0'\]\['kernel'\] has shape \(8, "):
+  with pytest.raises(
+      CheckpointError,
+      match=r'does not belong to the model of its config.json.*'
+      r"\['decoder'\]\['params'\]\['Dense_0'\]\['kernel'\] has shape \(8, ",
+  ):
     inference.load_model(other)
 
   folder = tmp_path / 'mine'
@@ -118,8 +126,10 @@ def test_a_decompression_bomb_is_refused_like_any_unreadable_image(tmp_path, mon
   Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / 'bomb.png')
   # PIL refuses more than twice this many pixels: 1600 stands for a billion-pixel header.
   monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 700)
-  with pytest.raises(ImageReadError, match=r'bomb.png cannot be read as an image \(Image size '
-                     r'\(1600 pixels\) exceeds limit'):
+  with pytest.raises(
+      ImageReadError,
+      match=r'bomb.png cannot be read as an image \(Image size ' r'\(1600 pixels\) exceeds limit',
+  ):
     image_files.load_folder(folder, 32, 1)
   assert image_files.load_folder(folder, 32, 1, skip_unreadable=True).shape == (1, 32, 32, 1)
 
@@ -134,7 +144,10 @@ def test_figures_have_the_promised_layout(trained):
   assert figures.interpolations(model, real, steps=5).shape == (2 * cell + 2, 7 * cell + 2, 1)
   vector = inference.attribute_vector(model, real[:2], real[2:])
   assert figures.attribute_arithmetic(model, real[:3], vector, [1.0, 2.0]).shape == (
-      3 * cell + 2, 4 * cell + 2, 1)
+      3 * cell + 2,
+      4 * cell + 2,
+      1,
+  )
   z0, z1 = jnp.ones(8), -jnp.ones(8).at[0].set(2.0)
   for method in ('linear', 'slerp'):
     path = inference.interpolate(z0, z1, 5, method)
@@ -151,8 +164,14 @@ def test_command_line_writes_four_figures_and_reports_bad_input(trained, tmp_pat
   env = None
 
   def run(*args):
-    return subprocess.run([sys.executable, 'sample.py', '--workdir', str(workdir), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, 'sample.py', '--workdir', str(workdir), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
   done = run('--outdir', str(tmp_path / 'figures'), '--num', '4')
   assert done.returncode == 0, done.stderr[-3000:]
@@ -198,21 +217,32 @@ def test_command_line_refuses_bad_flags_and_images_with_a_message(trained, tmp_p
   assert_refused(run('--with_attribute', tmp_path), '--with_attribute and --without_attribute')
   assert_refused(run('--images', empty), 'holds no image files')
   assert_refused(run('--images', tmp_path / 'missing'), 'is not a folder of images')
-  assert_refused(run('--images', corrupt, '--figures', 'reconstructions'),
-                 'a.png cannot be read as an image', '--skip_unreadable')
-  assert_refused(run('--images', corrupt, '--figures', 'reconstructions', '--skip_unreadable'),
-                 'holds no readable image')
+  assert_refused(
+      run('--images', corrupt, '--figures', 'reconstructions'),
+      'a.png cannot be read as an image',
+      '--skip_unreadable',
+  )
+  assert_refused(
+      run('--images', corrupt, '--figures', 'reconstructions', '--skip_unreadable'),
+      'holds no readable image',
+  )
 
   (tmp_path / 'a_file').write_text('')
   assert_refused(run('--outdir', tmp_path / 'a_file'), 'a_file is a file, not a folder')
   damaged = tmp_path / 'damaged'
   shutil.copytree(workdir, damaged)
-  path = max((p for p in (damaged / 'checkpoints' / '40').rglob('*') if p.is_file()),
-             key=lambda p: p.stat().st_size)
-  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  path = max(
+      (p for p in (damaged / 'checkpoints' / '40').rglob('*') if p.is_file()),
+      key=lambda p: p.stat().st_size,
+  )
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
   for script in ('sample.py', 'evaluate.py'):
-    assert_refused(run_script(script, '--workdir', damaged),
-                   'checkpoint of step 40', 'cannot be read', '--step with another checkpoint: 20')
+    assert_refused(
+        run_script(script, '--workdir', damaged),
+        'checkpoint of step 40',
+        'cannot be read',
+        '--step with another checkpoint: 20',
+    )
 
   # Images far smaller than the model's are upsampled, as training would: it draws them.
   done = run('--images', tiny_images, '--figures', 'reconstructions,interpolations', '--num', '2')
@@ -232,15 +262,22 @@ def test_a_moving_average_is_saved_sampled_from_and_resumed(tiny_digits_config, 
   assert model.uses_ema and not weights.uses_ema
   for name in ('encoder', 'decoder'):
     jax.tree.map(np.testing.assert_array_equal, model.variables[name], state.ema[name])
-    jax.tree.map(np.testing.assert_array_equal, weights.variables[name]['params'],
-                 getattr(state, name).params)
-  assert not np.allclose(model.variables['decoder']['params']['Dense_0']['kernel'],
-                         state.decoder.params['Dense_0']['kernel'])
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        weights.variables[name]['params'],
+        getattr(state, name).params,
+    )
+  assert not np.allclose(
+      model.variables['decoder']['params']['Dense_0']['kernel'],
+      state.decoder.params['Dense_0']['kernel'],
+  )
   assert 'discriminator' not in state.ema  # Dis is not sampled from.
 
   config.num_train_steps = 6
   resumed = jax.device_get(train.train_and_evaluate(config, tmp_path))
-  assert int(resumed.step) == 6 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(resumed.ema))
+  assert int(resumed.step) == 6 and all(
+      np.all(np.isfinite(x)) for x in jax.tree.leaves(resumed.ema)
+  )
   config.ema_decay = 0.0  # The state would lose a part: refused, the workdir untouched.
   with pytest.raises(WorkdirMismatchError, match=r'ema_decay > 0 is True there and False here'):
     train.train_and_evaluate(config, tmp_path)

@@ -37,8 +37,11 @@ def _config(data_dir):
 
 def _logged_losses(workdir) -> dict[tuple[str, int], float]:
   """Every loss and metric the run logged, but its speed and evaluations."""
-  return {key: value for key, value in logged_scalars(workdir).items()
-          if key[0] != 'images_per_second' and not key[0].startswith('eval/')}
+  return {
+      key: value
+      for key, value in logged_scalars(workdir).items()
+      if key[0] != 'images_per_second' and not key[0].startswith('eval/')
+  }
 
 
 def _assert_same_training(workdir, arrays, expected_workdir, expected_arrays):
@@ -63,11 +66,17 @@ def one_device_run(tfds_data_dir, tmp_path_factory):
 
 
 def _worker(args, devices, log_path):
-  env = dict(os.environ, XLA_FLAGS=f"{os.environ['XLA_FLAGS']} "
-             f'--xla_force_host_platform_device_count={devices}')
-  return subprocess.Popen([sys.executable, '-m', 'tests.train_worker', *map(str, args)],
-                          cwd=ROOT, env=env, stdout=open(log_path, 'w'),
-                          stderr=subprocess.STDOUT)
+  env = dict(
+      os.environ,
+      XLA_FLAGS=f"{os.environ['XLA_FLAGS']} " f'--xla_force_host_platform_device_count={devices}',
+  )
+  return subprocess.Popen(
+      [sys.executable, '-m', 'tests.train_worker', *map(str, args)],
+      cwd=ROOT,
+      env=env,
+      stdout=open(log_path, 'w'),
+      stderr=subprocess.STDOUT,
+  )
 
 
 def _finish(process, log_path, timeout=600):
@@ -76,8 +85,7 @@ def _finish(process, log_path, timeout=600):
 
 
 @pytest.mark.slow
-def test_eight_devices_train_as_one(one_device_run, tfds_data_dir,
-                                    tmp_path):
+def test_eight_devices_train_as_one(one_device_run, tfds_data_dir, tmp_path):
   workdir, out, log = tmp_path / 'eight', tmp_path / 'eight.npz', tmp_path / 'eight.log'
   _finish(_worker([workdir, tfds_data_dir, out], 8, log), log)
   eight = dict(np.load(out))
@@ -89,13 +97,21 @@ def test_eight_devices_train_as_one(one_device_run, tfds_data_dir,
   np.testing.assert_allclose(images, eight['decoded_fixed_z'], atol=1e-5)
 
   # sample.py and evaluate.py read it on one device, and training resumes there.
-  drawn = run_script('sample.py', '--workdir', workdir, '--outdir', tmp_path / 'figures',
-                     '--num', '4')
+  drawn = run_script(
+      'sample.py', '--workdir', workdir, '--outdir', tmp_path / 'figures', '--num', '4'
+  )
   assert drawn.returncode == 0, drawn.stderr[-3000:]
   for name in ('samples', 'reconstructions', 'interpolations', 'attributes'):
     assert np.asarray(Image.open(tmp_path / 'figures' / f'{name}.png')).std() > 0, name
-  scored = run_script('evaluate.py', '--workdir', workdir, '--num_samples', '50',
-                      '--classifier_dir', tmp_path / 'classifiers')
+  scored = run_script(
+      'evaluate.py',
+      '--workdir',
+      workdir,
+      '--num_samples',
+      '50',
+      '--classifier_dir',
+      tmp_path / 'classifiers',
+  )
   assert scored.returncode == 0, scored.stderr[-3000:]
   assert (workdir / 'eval' / 'step_000004.json').exists()
   config = _config(tfds_data_dir)
@@ -106,8 +122,7 @@ def test_eight_devices_train_as_one(one_device_run, tfds_data_dir,
 
 
 @pytest.mark.slow
-def test_eight_devices_train_from_the_stored_images_on_their_batches(tfds_data_dir,
-                                                                    tmp_path):
+def test_eight_devices_train_from_the_stored_images_on_their_batches(tfds_data_dir, tmp_path):
   """config.data_on_device: every device holds the images; each gathers and
   preprocesses the global batch's rows that the sharding gives it. The steps equal
   the host pipeline's step fed those batches by hand, on the same 8 devices (that
@@ -116,12 +131,12 @@ def test_eight_devices_train_from_the_stored_images_on_their_batches(tfds_data_d
   (compute_gradients agrees with a direct jax.grad to 1e-5 on the host order's,
   to 3e-2 on these, and to 1e-5 on these in float64), so 1 and 8 devices part."""
   workdir, out, log = tmp_path / 'eight', tmp_path / 'eight.npz', tmp_path / 'eight.log'
-  text = _finish(_worker([workdir, tfds_data_dir, out, 'data_on_device'], 8,
-                         log), log)
+  text = _finish(_worker([workdir, tfds_data_dir, out, 'data_on_device'], 8, log), log)
   assert 'Keeping the 1497 training images (0.1 MB) on the devices' in text
   arrays = dict(np.load(out))
-  replayed = {key[len('replayed/'):]: value for key, value in arrays.items()
-              if key.startswith('replayed/')}
+  replayed = {
+      key[len('replayed/') :]: value for key, value in arrays.items() if key.startswith('replayed/')
+  }
   assert int(replayed['step']) == 4 and len(replayed) > 50
   for key, value in replayed.items():
     np.testing.assert_allclose(arrays[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
@@ -134,14 +149,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_as_one(one_device_run, tfds_data_dir,
-                                    tmp_path):
+def test_two_processes_train_as_one(one_device_run, tfds_data_dir, tmp_path):
   workdir = tmp_path / 'two_processes'
   coordinator = f'127.0.0.1:{_free_port()}'
   outs = [tmp_path / f'process_{i}.npz' for i in range(2)]
   logs = [tmp_path / f'process_{i}.log' for i in range(2)]
-  processes = [_worker([workdir, tfds_data_dir, outs[i], coordinator, 2, i], 2,
-                       logs[i]) for i in range(2)]
+  processes = [
+      _worker([workdir, tfds_data_dir, outs[i], coordinator, 2, i], 2, logs[i]) for i in range(2)
+  ]
   try:
     texts = [_finish(p, log) for p, log in zip(processes, logs)]
   finally:
@@ -166,29 +181,46 @@ def test_each_process_reads_its_own_rows_of_the_same_batches(tiny_digits_config)
   whole = input_pipeline.train_batches(builder, config, start_step=90)
   halves = [input_pipeline.train_batches(builder, config, 90, rows) for rows in ((0, 8), (8, 16))]
   for _ in range(4):  # Steps 90..93 cross the end of an epoch (93 steps of 16).
-    np.testing.assert_array_equal(next(whole)['image'], np.concatenate(
-        [next(halves[0])['image'], next(halves[1])['image']]))
+    np.testing.assert_array_equal(
+        next(whole)['image'], np.concatenate([next(halves[0])['image'], next(halves[1])['image']])
+    )
   config.cache_dataset = False  # Encoded images, decoded after the rows are picked.
   uncached = input_pipeline.train_batches(builder, config, 0, (8, 16))
-  np.testing.assert_array_equal(next(uncached)['image'], next(input_pipeline.train_batches(
-      builder, tiny_digits_config, 0, (8, 16)))['image'])
+  np.testing.assert_array_equal(
+      next(uncached)['image'],
+      next(input_pipeline.train_batches(builder, tiny_digits_config, 0, (8, 16)))['image'],
+  )
 
 
 def test_a_batch_the_devices_cannot_split_is_refused_with_a_fix(monkeypatch):
   monkeypatch.setattr(jax, 'device_count', lambda: 8)
   config = digits.get_config()
   config.batch_size = 60
-  with pytest.raises(ConfigError, match=r'batch_size=60: must be divisible by the number of '
-                     r'devices \(8\).*--config.batch_size=56'):
+  with pytest.raises(
+      ConfigError,
+      match=r'batch_size=60: must be divisible by the number of '
+      r'devices \(8\).*--config.batch_size=56',
+  ):
     config_checks.validate_config(config)
 
 
 @pytest.mark.slow
 def test_an_incomplete_multi_process_launch_says_what_to_give(tmp_path):
   result = subprocess.run(
-      [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
-       str(tmp_path / 'run'), '--num_processes=2'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          'train.py',
+          '--config',
+          'configs/digits.py',
+          '--workdir',
+          str(tmp_path / 'run'),
+          '--num_processes=2',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 1
   last_line = result.stderr.strip().splitlines()[-1]
   assert last_line.startswith('error: Cannot join a multi-process run')

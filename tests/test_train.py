@@ -18,7 +18,6 @@ from vaegan_jax import train
 from vaegan_jax.errors import WorkdirMismatchError
 
 
-
 def _checkpoint_steps(workdir):
   return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
 
@@ -46,13 +45,18 @@ def test_digits_run_writes_checkpoints_samples_logs_and_resumes(tiny_digits_conf
   assert int(resumed.step) == 6
   assert _checkpoint_steps(workdir) == [2, 4, 6]
   for name in ('encoder', 'decoder', 'discriminator'):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 getattr(straight, name).params, getattr(resumed, name).params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        getattr(straight, name).params,
+        getattr(resumed, name).params,
+    )
   assert (workdir / 'config.1.json').exists()  # The 4-step config is kept, not lost.
 
   # A config with other shapes refuses to resume, and leaves the workdir as it was.
   config.networks.latent_dim = 4
-  with pytest.raises(WorkdirMismatchError, match='config.networks.latent_dim is 8 there and 4 here'):
+  with pytest.raises(
+      WorkdirMismatchError, match='config.networks.latent_dim is 8 there and 4 here'
+  ):
     train.train_and_evaluate(config, workdir)
   assert _checkpoint_steps(workdir) == [2, 4, 6]
   assert json.loads((workdir / 'config.json').read_text())['networks']['latent_dim'] == 8
@@ -72,10 +76,10 @@ def test_the_discriminator_tells_real_from_generated_within_dozens_of_steps(trai
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('get_config', [mnist.get_config, cifar10.get_config,
-                                        celeba.get_config])
-def test_every_seed_config_s_discriminator_tells_real_from_generated(tfds_data_dir, tmp_path,
-                                                                     get_config):
+@pytest.mark.parametrize('get_config', [mnist.get_config, cifar10.get_config, celeba.get_config])
+def test_every_seed_config_s_discriminator_tells_real_from_generated(
+    tfds_data_dir, tmp_path, get_config
+):
   """Each shipped config's networks, loss options and learning rates, unchanged, on the
   bundled digits at the config's 64x64 (its channels tiled): after 20 steps of batch 8
   Dis tells real images from generated ones. With the seed's three separate batches
@@ -100,10 +104,14 @@ def test_only_the_last_keep_checkpoints_are_kept(tiny_digits_config, tmp_path):
   assert len(list((tmp_path / 'samples').iterdir())) == 4  # Every checkpoint's grid stays.
 
 
-@pytest.mark.parametrize('get_config, image_size', [
-    pytest.param(mnist.get_config, 28, marks=pytest.mark.slow),
-    pytest.param(cifar10.get_config, 32, marks=pytest.mark.slow),
-    pytest.param(celeba.get_config, 64, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    'get_config, image_size',
+    [
+        pytest.param(mnist.get_config, 28, marks=pytest.mark.slow),
+        pytest.param(cifar10.get_config, 32, marks=pytest.mark.slow),
+        pytest.param(celeba.get_config, 64, marks=pytest.mark.slow),
+    ],
+)
 def test_seed_configs_train_on_mock_tfds(mock_tfds, tmp_path, get_config, image_size):
   config = tiny(get_config())
   config.image_size = image_size
@@ -123,11 +131,23 @@ def test_command_line_trains_and_resumes(tfds_data_dir, tmp_path):
 
   def run(steps):  # A relative --workdir, as in the README.
     return subprocess.run(
-        [sys.executable, 'train.py', '--config', 'configs/digits.py', '--workdir',
-         os.path.relpath(tmp_path, ROOT),
-         *command_line_flags({**TINY, 'log_every_steps': 1, 'num_train_steps': steps,
-                              'data_dir': tfds_data_dir})],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            'train.py',
+            '--config',
+            'configs/digits.py',
+            '--workdir',
+            os.path.relpath(tmp_path, ROOT),
+            *command_line_flags(
+                {**TINY, 'log_every_steps': 1, 'num_train_steps': steps, 'data_dir': tfds_data_dir}
+            ),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
   first = run(2)
   assert first.returncode == 0, first.stderr[-3000:]

@@ -33,8 +33,13 @@ def test_each_network_gets_pytorchs_rmsprop_at_its_own_learning_rate():
     for g in grads:
       updates, state = optimizer.update(jnp.asarray(g), state, p)
       p = optax.apply_updates(p, updates)
-    np.testing.assert_allclose(p, _torch_rmsprop(params, grads, 1e-3 * mult, 0.99, 1e-8),
-                               rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(
+        p,
+        _torch_rmsprop(params, grads, 1e-3 * mult, 0.99, 1e-8),
+        rtol=1e-5,
+        atol=1e-7,
+        err_msg=name,
+    )
 
 
 def test_the_learning_rate_decays_once_per_epoch():
@@ -57,18 +62,27 @@ def test_a_model_without_a_network_has_no_optimizer_or_state_for_it():
   config.image_size = 32
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=1)
-  state = jax.eval_shape(lambda rng: train_state.create_train_state(
-      rng, config, networks, optimizers), jax.random.PRNGKey(0))
+  state = jax.eval_shape(
+      lambda rng: train_state.create_train_state(rng, config, networks, optimizers),
+      jax.random.PRNGKey(0),
+  )
   assert networks.encoder is None and optimizers.encoder is None and state.encoder is None
   assert state.decoder is not None and state.discriminator is not None
 
 
 def test_the_moving_average_moves_towards_the_weights_slowly_then_at_its_decay():
   ema = {'decoder': {'params': {'w': jnp.zeros(3)}, 'batch_stats': {'mean': jnp.ones(3)}}}
-  network = train_state.NetworkState(params={'w': jnp.full(3, 2.0)},
-                                     batch_stats={'mean': jnp.full(3, 3.0)}, opt_state=())
-  state = train_state.TrainState(step=jnp.array(0), rng=jax.random.PRNGKey(0), encoder=None,
-                                 decoder=network, discriminator=None, ema=ema)
+  network = train_state.NetworkState(
+      params={'w': jnp.full(3, 2.0)}, batch_stats={'mean': jnp.full(3, 3.0)}, opt_state=()
+  )
+  state = train_state.TrainState(
+      step=jnp.array(0),
+      rng=jax.random.PRNGKey(0),
+      encoder=None,
+      decoder=network,
+      discriminator=None,
+      ema=ema,
+  )
   first = train_state.update_ema(ema, state, step=0, decay=0.999)  # Step 0: rate 1 - 1/10.
   np.testing.assert_allclose(first['decoder']['params']['w'], 0.9 * 2.0)
   np.testing.assert_allclose(first['decoder']['batch_stats']['mean'], 1 + 0.9 * 2.0)

@@ -31,15 +31,21 @@ def _setup(model='vaegan', **loss_overrides):
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
   state = train_state.create_train_state(jax.random.PRNGKey(0), config, networks, optimizers)
-  step = jax.jit(functools.partial(train_step.train_step, networks=networks,
-                                   optimizers=optimizers, config=config))
+  step = jax.jit(
+      functools.partial(
+          train_step.train_step, networks=networks, optimizers=optimizers, config=config
+      )
+  )
   return config, networks, optimizers, state, step
 
 
 def _batch(config):
-  images = jax.random.uniform(jax.random.PRNGKey(7), (config.batch_size, config.image_size,
-                                                      config.image_size, config.num_channels),
-                              minval=-1.0, maxval=1.0)
+  images = jax.random.uniform(
+      jax.random.PRNGKey(7),
+      (config.batch_size, config.image_size, config.image_size, config.num_channels),
+      minval=-1.0,
+      maxval=1.0,
+  )
   return {'image': images}
 
 
@@ -50,8 +56,7 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
 
   def apply(name, inputs):
     variables = {'params': params[name], 'batch_stats': batch_stats[name]}
-    return getattr(networks, name).apply(variables, inputs, train=True,
-                                         mutable=['batch_stats'])[0]
+    return getattr(networks, name).apply(variables, inputs, train=True, mutable=['batch_stats'])[0]
 
   noise_rng, prior_rng = jax.random.split(rng)
   n = images.shape[0]
@@ -66,7 +71,8 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
       real_logits, _ = apply('discriminator', images)
       prior_logits, _ = apply('discriminator', apply('decoder', z_prior))
     d_loss = -jnp.mean(jax.nn.log_sigmoid(real_logits)) - jnp.mean(
-        jax.nn.log_sigmoid(-prior_logits))
+        jax.nn.log_sigmoid(-prior_logits)
+    )
     if loss.decoder_gan_loss == 'saturating':
       g_loss = jnp.mean(jax.nn.log_sigmoid(-prior_logits))
     else:
@@ -78,7 +84,7 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
   kl = jnp.mean(-0.5 * jnp.sum(1 + logvar - mu**2 - jnp.exp(logvar), axis=1))
   if model == 'vae':
     recon = apply('decoder', z)
-    pixel_nll = jnp.mean(0.5 * jnp.sum((recon - images)**2, axis=(1, 2, 3)))
+    pixel_nll = jnp.mean(0.5 * jnp.sum((recon - images) ** 2, axis=(1, 2, 3)))
     return {'encoder': kl + loss.beta * pixel_nll, 'decoder': pixel_nll}
 
   if dec_joint:
@@ -87,27 +93,32 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
     recon, prior = apply('decoder', z), apply('decoder', z_prior)
   if dis_joint:
     logits, features = apply('discriminator', jnp.concatenate([images, recon, prior]))
-    real_logits, recon_logits, prior_logits = logits[:n], logits[n:2 * n], logits[2 * n:]
-    real_features, recon_features = features[:n], features[n:2 * n]
+    real_logits, recon_logits, prior_logits = logits[:n], logits[n : 2 * n], logits[2 * n :]
+    real_features, recon_features = features[:n], features[n : 2 * n]
   else:
     real_logits, real_features = apply('discriminator', images)
     recon_logits, recon_features = apply('discriminator', recon)
     prior_logits, _ = apply('discriminator', prior)
-  fakes = {'reconstructions': [recon_logits], 'prior': [prior_logits],
-           'both': [recon_logits, prior_logits]}[loss.discriminator_fakes]
-  llike = jnp.mean(0.5 * jnp.sum((recon_features - real_features)**2, axis=1))
+  fakes = {
+      'reconstructions': [recon_logits],
+      'prior': [prior_logits],
+      'both': [recon_logits, prior_logits],
+  }[loss.discriminator_fakes]
+  llike = jnp.mean(0.5 * jnp.sum((recon_features - real_features) ** 2, axis=1))
   log_d_real = jnp.mean(jax.nn.log_sigmoid(real_logits))
-  log_1m_d_fakes = sum(jnp.mean(jax.nn.log_sigmoid(-l)) for l in fakes)
+  log_1m_d_fakes = sum(jnp.mean(jax.nn.log_sigmoid(-x)) for x in fakes)
   l_gan = log_d_real + log_1m_d_fakes
   if loss.decoder_gan_loss == 'saturating':
     decoder_gan = log_1m_d_fakes
   else:
-    decoder_gan = -sum(jnp.mean(jax.nn.log_sigmoid(l)) for l in fakes)
+    decoder_gan = -sum(jnp.mean(jax.nn.log_sigmoid(x)) for x in fakes)
   if model == 'vae_disl':
     return {'encoder': kl + loss.beta * llike, 'decoder': llike, 'discriminator': -l_gan}
-  return {'encoder': kl + loss.beta * llike,
-          'decoder': loss.gamma * llike + decoder_gan,
-          'discriminator': -l_gan}
+  return {
+      'encoder': kl + loss.beta * llike,
+      'decoder': loss.gamma * llike + decoder_gan,
+      'discriminator': -l_gan,
+  }
 
 
 # Saturating with separate Dis batches: Dec reuses Dis's pull-back
@@ -118,14 +129,20 @@ SEPARATE = dict(discriminator_batches='separate', decoder_batches='separate')  #
 ROUTING_CASES = [
     dict(decoder_gan_loss='saturating'),  # The paper code's batches, the seed's saturating L_GAN.
     pytest.param(dict(SEPARATE, decoder_gan_loss='saturating'), marks=_slow),  # The seed's.
-    pytest.param(dict(decoder_batches='joint', discriminator_fakes='prior',
-                      decoder_gan_loss='non_saturating', beta=0.5, gamma=2.0), marks=_slow),
-    pytest.param(dict(SEPARATE, discriminator_fakes='reconstructions', gamma=0.1),
-                 marks=_slow),
+    pytest.param(
+        dict(
+            decoder_batches='joint',
+            discriminator_fakes='prior',
+            decoder_gan_loss='non_saturating',
+            beta=0.5,
+            gamma=2.0,
+        ),
+        marks=_slow,
+    ),
+    pytest.param(dict(SEPARATE, discriminator_fakes='reconstructions', gamma=0.1), marks=_slow),
     # The paper's baselines.
     dict(model='vae', beta=0.5),
-    pytest.param(dict(model='vae_disl', decoder_batches='joint', beta=0.5, gamma=2.0),
-                 marks=_slow),
+    pytest.param(dict(model='vae_disl', decoder_batches='joint', beta=0.5, gamma=2.0), marks=_slow),
     pytest.param(dict(SEPARATE, model='vae_disl', beta=0.5), marks=_slow),
     dict(model='gan', decoder_gan_loss='saturating'),
     pytest.param(dict(model='gan', decoder_gan_loss='non_saturating'), marks=_slow),
@@ -139,8 +156,9 @@ def _computed_gradients(**overrides):
   config, networks, _, state, _ = _setup(**overrides)
   images = _batch(config)['image']
   rng = jax.random.PRNGKey(3)
-  grads, _, outputs, _ = jax.jit(functools.partial(
-      train_step.compute_gradients, networks, config))(state, images, rng)
+  grads, _, outputs, _ = jax.jit(functools.partial(train_step.compute_gradients, networks, config))(
+      state, images, rng
+  )
   return config, networks, state, images, rng, grads, outputs
 
 
@@ -167,8 +185,13 @@ def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
   stats = {name: getattr(state, name).batch_stats for name in used}
   perturbed = images * (1 + 1e-6 * jax.random.normal(jax.random.PRNGKey(11), images.shape))
   for name in used:
-    reference = jax.jit(jax.grad(lambda own, x, n=name: _reference_losses(
-        networks, config, {**params, n: own}, stats, x, rng)[n]))
+    reference = jax.jit(
+        jax.grad(
+            lambda own, x, n=name: _reference_losses(
+                networks, config, {**params, n: own}, stats, x, rng
+            )[n]
+        )
+    )
     expected = reference(params[name], images)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(expected))
     rounding = _max_abs_difference(reference(params[name], perturbed), expected)
@@ -186,22 +209,33 @@ def test_judged_batches_are_those_each_loss_term_reads(overrides):
   terms = {term for weights in train_step.loss_weights(config).values() for term in weights}
   for term in terms:
     gradient = jax.grad(lambda o, t=term: train_step.compute_losses(o, images, config)[t])(
-        dict(outputs))
+        dict(outputs)
+    )
     for batch in ('real',) + train_step.FAKES:
-      read = any(float(jnp.max(jnp.abs(g))) > 0 for key, g in gradient.items()
-                 if key.startswith(batch + '_'))
+      read = any(
+          float(jnp.max(jnp.abs(g))) > 0
+          for key, g in gradient.items()
+          if key.startswith(batch + '_')
+      )
       assert read == (batch in train_step.judged_batches(term, config)), (term, batch)
 
 
 def test_llike_gradient_would_move_discriminator_but_is_not_routed_there():
   """Guards the routing test above: L_llike has a gradient w.r.t. Dis's parameters."""
   config, networks, state, images, rng, grads, _ = _computed_gradients(
-      decoder_gan_loss='saturating')
+      decoder_gan_loss='saturating'
+  )
   params = {name: getattr(state, name).params for name in NETWORKS}
   stats = {name: getattr(state, name).batch_stats for name in NETWORKS}
-  leaky = jax.jit(jax.grad(lambda own: sum(_reference_losses(
-      networks, config, {**params, 'discriminator': own}, stats, images, rng).values())))(
-          params['discriminator'])
+  leaky = jax.jit(
+      jax.grad(
+          lambda own: sum(
+              _reference_losses(
+                  networks, config, {**params, 'discriminator': own}, stats, images, rng
+              ).values()
+          )
+      )
+  )(params['discriminator'])
   assert _max_abs_difference(leaky, grads['discriminator']) > 1e-3
 
 
@@ -243,23 +277,39 @@ def test_step_updates_everything_and_reports_metrics():
   for name in NETWORKS:
     _assert_trees_differ(getattr(initial, name).params, getattr(new, name).params)
     _assert_trees_differ(getattr(initial, name).batch_stats, getattr(new, name).batch_stats)
-  for key in ('loss/encoder', 'loss/decoder', 'loss/discriminator', 'kl', 'llike',
-              'gan_decoder', 'd_real', 'd_recon', 'd_prior', 'skipped/discriminator',
-              'skipped/decoder'):
+  for key in (
+      'loss/encoder',
+      'loss/decoder',
+      'loss/discriminator',
+      'kl',
+      'llike',
+      'gan_decoder',
+      'd_real',
+      'd_recon',
+      'd_prior',
+      'skipped/discriminator',
+      'skipped/decoder',
+  ):
     assert np.isfinite(float(metrics[key])), key
   assert float(metrics['skipped/discriminator']) == 0.0
   # D(x), D(x~), D(x_p) are Dis's mean outputs on the batch it judged.
   config, networks, _, _, _ = _setup()
-  _, _, outputs, _ = train_step.compute_gradients(networks, config, initial, _batch(config)['image'],
-                                                  jax.random.PRNGKey(5))
-  for key, logits in (('d_real', 'real_logits'), ('d_recon', 'recon_logits'),
-                      ('d_prior', 'prior_logits')):
-    np.testing.assert_allclose(metrics[key], jnp.mean(jax.nn.sigmoid(outputs[logits])),
-                               rtol=1e-5, err_msg=key)
+  _, _, outputs, _ = train_step.compute_gradients(
+      networks, config, initial, _batch(config)['image'], jax.random.PRNGKey(5)
+  )
+  for key, logits in (
+      ('d_real', 'real_logits'),
+      ('d_recon', 'recon_logits'),
+      ('d_prior', 'prior_logits'),
+  ):
+    np.testing.assert_allclose(
+        metrics[key], jnp.mean(jax.nn.sigmoid(outputs[logits])), rtol=1e-5, err_msg=key
+    )
 
 
-@pytest.mark.parametrize('model', ['vae', pytest.param('vae_disl', marks=_slow),
-                                   pytest.param('gan', marks=_slow)])
+@pytest.mark.parametrize(
+    'model', ['vae', pytest.param('vae_disl', marks=_slow), pytest.param('gan', marks=_slow)]
+)
 def test_a_baseline_builds_steps_and_saves_only_its_networks(model):
   _, networks, optimizers, initial, _ = _setup(model=model)
   new, metrics = _step(dict(model=model))
@@ -289,13 +339,16 @@ def test_gating_skips_the_discriminator_when_it_is_too_good():
   _assert_trees_differ(initial.decoder.params, new.decoder.params)
 
 
-@pytest.mark.parametrize('real, fake, update_dis, update_dec', [
-    (0.68, 0.68, True, True),    # Balanced.
-    (0.20, 0.68, False, True),   # Dis too good on real images: pause Dis.
-    (0.68, 0.30, False, True),   # Dis too good on fakes: pause Dis.
-    (1.10, 0.68, True, False),   # Dis too bad: pause Dec.
-    (0.20, 1.10, True, True),    # Both rules fire: train both rather than neither.
-])
+@pytest.mark.parametrize(
+    'real, fake, update_dis, update_dec',
+    [
+        (0.68, 0.68, True, True),  # Balanced.
+        (0.20, 0.68, False, True),  # Dis too good on real images: pause Dis.
+        (0.68, 0.30, False, True),  # Dis too good on fakes: pause Dis.
+        (1.10, 0.68, True, False),  # Dis too bad: pause Dec.
+        (0.20, 1.10, True, True),  # Both rules fire: train both rather than neither.
+    ],
+)
 def test_equilibrium_gates(real, fake, update_dis, update_dec):
   gates = train_step.equilibrium_gates(jnp.float32(real), jnp.float32(fake), 0.68, 0.35)
   assert (bool(gates[0]), bool(gates[1])) == (update_dis, update_dec)
@@ -310,8 +363,11 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
   config.dtype = 'bfloat16'
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
-  bf16_step = jax.jit(functools.partial(train_step.train_step, networks=networks,
-                                        optimizers=optimizers, config=config))
+  bf16_step = jax.jit(
+      functools.partial(
+          train_step.train_step, networks=networks, optimizers=optimizers, config=config
+      )
+  )
   jaxpr = str(jax.make_jaxpr(bf16_step)(state, batch, rng))
   assert 'conv_general_dilated' in jaxpr and 'bf16[' in jaxpr  # The convolutions run in bf16.
   new_state, metrics = bf16_step(state, batch, rng)  # The float32 initial state, as it is.

@@ -18,14 +18,17 @@ _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 def _direct(stride: int):
   return lambda x, kernel: jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), 'SAME', dimension_numbers=_NHWC)
+      x, kernel, (stride, stride), 'SAME', dimension_numbers=_NHWC
+  )
 
 
 def _inputs(x_shape, kernel_shape, dtype=jnp.float32):
   x_key, kernel_key = jax.random.split(jax.random.PRNGKey(0))
   fan_in = np.prod(kernel_shape[:3])
-  return (jax.random.normal(x_key, x_shape, dtype),
-          jax.random.normal(kernel_key, kernel_shape, dtype) / np.sqrt(fan_in).astype(dtype))
+  return (
+      jax.random.normal(x_key, x_shape, dtype),
+      jax.random.normal(kernel_key, kernel_shape, dtype) / np.sqrt(fan_in).astype(dtype),
+  )
 
 
 def _assert_same_function(conv, reference, x, kernel, atol=2e-5):
@@ -56,49 +59,69 @@ def _convolutions_compiled(fn, *args) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('kernel_size, stride, channels, features, size, dtype, padding, winograd_runs', [
-    (3, 1, 128, 128, 8, jnp.float32, 'SAME', True),
-    (5, 2, 32, 128, 8, jnp.float32, 'SAME', True),  # 4 * 32 space-to-depth channels.
-    (3, 1, 64, 128, 8, jnp.float32, 'SAME', False),  # Too few channels to pay.
-    (5, 2, 16, 128, 8, jnp.float32, 'SAME', False),
-    (5, 2, 32, 128, 7, jnp.float32, 'SAME', False),  # Odd size: SAME pads 2 and 2.
-    (3, 1, 128, 128, 8, jnp.bfloat16, 'SAME', False),  # Too coarse for the transforms.
-    (3, 1, 128, 128, 8, jnp.float32, 'VALID', False),
-    (3, 2, 128, 128, 8, jnp.float32, 'SAME', False),
-])
+@pytest.mark.parametrize(
+    'kernel_size, stride, channels, features, size, dtype, padding, winograd_runs',
+    [
+        (3, 1, 128, 128, 8, jnp.float32, 'SAME', True),
+        (5, 2, 32, 128, 8, jnp.float32, 'SAME', True),  # 4 * 32 space-to-depth channels.
+        (3, 1, 64, 128, 8, jnp.float32, 'SAME', False),  # Too few channels to pay.
+        (5, 2, 16, 128, 8, jnp.float32, 'SAME', False),
+        (5, 2, 32, 128, 7, jnp.float32, 'SAME', False),  # Odd size: SAME pads 2 and 2.
+        (3, 1, 128, 128, 8, jnp.bfloat16, 'SAME', False),  # Too coarse for the transforms.
+        (3, 1, 128, 128, 8, jnp.float32, 'VALID', False),
+        (3, 2, 128, 128, 8, jnp.float32, 'SAME', False),
+    ],
+)
 def test_conv_general_dilated_uses_winograd_only_where_it_applies(
-    kernel_size, stride, channels, features, size, dtype, padding, winograd_runs):
+    kernel_size, stride, channels, features, size, dtype, padding, winograd_runs
+):
   """As nn.Conv calls it; XLA's own convolution where Winograd does not apply."""
-  x, kernel = _inputs((1, size, size, channels), (kernel_size, kernel_size, channels, features),
-                      dtype)
-  conv = nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding=padding,
-                 use_bias=False, dtype=dtype, conv_general_dilated=winograd.conv_general_dilated)
-  reference = nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding=padding,
-                      use_bias=False, dtype=dtype)
+  x, kernel = _inputs(
+      (1, size, size, channels), (kernel_size, kernel_size, channels, features), dtype
+  )
+  conv = nn.Conv(
+      features,
+      (kernel_size, kernel_size),
+      strides=stride,
+      padding=padding,
+      use_bias=False,
+      dtype=dtype,
+      conv_general_dilated=winograd.conv_general_dilated,
+  )
+  reference = nn.Conv(
+      features,
+      (kernel_size, kernel_size),
+      strides=stride,
+      padding=padding,
+      use_bias=False,
+      dtype=dtype,
+  )
   variables = {'params': {'kernel': kernel}}
-  assert _convolutions_compiled(lambda x: conv.apply(variables, x), x) == (0 if winograd_runs else 1)
+  assert _convolutions_compiled(lambda x: conv.apply(variables, x), x) == (
+      0 if winograd_runs else 1
+  )
   y, expected = conv.apply(variables, x), reference.apply(variables, x)
   if winograd_runs:  # Outputs of about unit scale; the transforms' rounding, ~1e-5.
     np.testing.assert_allclose(y, expected, atol=1e-4)
   else:
     np.testing.assert_array_equal(y, expected)
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_subpixel_conv_transpose_with_winograd_equals_conv_transpose():
   """The decoder's layers: a 6x6 stride-2 transposed convolution is a 3x3 one with 4x the
   features (128 here), which Winograd computes."""
   x, _ = _inputs((2, 4, 4, 128), (1, 1, 1, 1))
   reference = nn.ConvTranspose(32, (6, 6), strides=(2, 2), padding='SAME')
-  subpixel = layers.SubpixelConvTranspose(32, (6, 6), strides=(2, 2),
-                                          conv_general_dilated=winograd.conv_general_dilated)
+  subpixel = layers.SubpixelConvTranspose(
+      32, (6, 6), strides=(2, 2), conv_general_dilated=winograd.conv_general_dilated
+  )
   variables = reference.init(jax.random.PRNGKey(1), x)
   assert _convolutions_compiled(lambda x: subpixel.apply(variables, x), x) == 0
-  np.testing.assert_allclose(subpixel.apply(variables, x), reference.apply(variables, x),
-                             atol=1e-4)
+  np.testing.assert_allclose(subpixel.apply(variables, x), reference.apply(variables, x), atol=1e-4)
+
 
 @pytest.mark.slow
-
 def test_seed_networks_agree_with_and_without_winograd():
   """cpu_winograd=False is the escape hatch: the same networks on XLA's convolutions.
 
@@ -109,15 +132,21 @@ def test_seed_networks_agree_with_and_without_winograd():
   latents = jax.random.normal(jax.random.PRNGKey(1), (2, 128))
   networks = train_state.build_networks(default.get_config())  # The seed's 64x64 networks.
   for network, inputs in ((networks.decoder, latents), (networks.discriminator, images)):
-    variables = jax.jit(functools.partial(network.init, train=False))(
-        jax.random.PRNGKey(2), inputs)
+    variables = jax.jit(functools.partial(network.init, train=False))(jax.random.PRNGKey(2), inputs)
     compiled = {
-        use: jax.jit(functools.partial(
-            network.clone(conv_general_dilated=conv).apply, train=False)).lower(
-                variables, inputs).compile()
-        for use, conv in ((True, winograd.conv_general_dilated),
-                          (False, jax.lax.conv_general_dilated))}
-    assert (compiled[True].as_text().count(' convolution(') <
-            compiled[False].as_text().count(' convolution('))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
-                 compiled[True](variables, inputs), compiled[False](variables, inputs))
+        use: jax.jit(functools.partial(network.clone(conv_general_dilated=conv).apply, train=False))
+        .lower(variables, inputs)
+        .compile()
+        for use, conv in (
+            (True, winograd.conv_general_dilated),
+            (False, jax.lax.conv_general_dilated),
+        )
+    }
+    assert compiled[True].as_text().count(' convolution(') < compiled[False].as_text().count(
+        ' convolution('
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+        compiled[True](variables, inputs),
+        compiled[False](variables, inputs),
+    )

@@ -31,9 +31,12 @@ from vaegan_jax import train_step
 def flat_arrays(tree) -> dict[str, np.ndarray]:
   """{'encoder/params/Conv_0/kernel': array}: this process's copy of each (replicated) array."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path, simple=True, separator='/'):
-          np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
-          for path, leaf in leaves}
+  return {
+      jax.tree_util.keystr(path, simple=True, separator='/'): np.asarray(
+          leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+      )
+      for path, leaf in leaves
+  }
 
 
 def replay_on_device_batches(config) -> train_state.TrainState:
@@ -44,19 +47,24 @@ def replay_on_device_batches(config) -> train_state.TrainState:
   replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch)
-  state = jax.jit(functools.partial(train_state.create_train_state, config=config,
-                                    networks=networks, optimizers=optimizers),
-                  out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  state = jax.jit(
+      functools.partial(
+          train_state.create_train_state, config=config, networks=networks, optimizers=optimizers
+      ),
+      out_shardings=replicated,
+  )(jax.random.PRNGKey(config.seed))
   step_fn = train_step.make_train_step(config, networks, optimizers)
   # Jitted as on the devices: eager and compiled preprocessing round differently.
   preprocess = jax.jit(device_data.preprocess, static_argnums=(1, 2))
   for step in range(config.num_train_steps):
     order = np.asarray(device_data.epoch_order(config, step // steps_per_epoch, len(stored)))
     start = (step % steps_per_epoch) * config.batch_size
-    images = preprocess(stored[order[start:start + config.batch_size]], config.image_size,
-                        config.num_channels)
-    state, _ = step_fn(state, {'image': jax.device_put(images, data_sharding)},
-                       jax.random.fold_in(state.rng, step))
+    images = preprocess(
+        stored[order[start : start + config.batch_size]], config.image_size, config.num_channels
+    )
+    state, _ = step_fn(
+        state, {'image': jax.device_put(images, data_sharding)}, jax.random.fold_in(state.rng, step)
+    )
   return state
 
 
@@ -72,15 +80,24 @@ def main(workdir: str, data_dir: str, out: str, *distributed: str) -> None:
   state = train.train_and_evaluate(config, workdir)
   arrays = flat_arrays(state)
   if data_on_device:
-    arrays.update({f'replayed/{key}': value
-                   for key, value in flat_arrays(replay_on_device_batches(config)).items()})
+    arrays.update(
+        {
+            f'replayed/{key}': value
+            for key, value in flat_arrays(replay_on_device_batches(config)).items()
+        }
+    )
   if jax.process_count() == 1:
-    mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    z = jax.device_put(jax.random.normal(jax.random.PRNGKey(7), (16, config.networks.latent_dim)),
-                       jax.NamedSharding(mesh, jax.P('data')))
-    model = inference.Model(config, train_state.build_networks(config),
-                            train_state.eval_variables(state), int(state.step))
+    mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+    z = jax.device_put(
+        jax.random.normal(jax.random.PRNGKey(7), (16, config.networks.latent_dim)),
+        jax.NamedSharding(mesh, jax.P('data')),
+    )
+    model = inference.Model(
+        config,
+        train_state.build_networks(config),
+        train_state.eval_variables(state),
+        int(state.step),
+    )
     images = inference.decode(model, z)
     assert len(images.sharding.device_set) == jax.device_count()
     arrays['decoded_fixed_z'] = np.asarray(images)

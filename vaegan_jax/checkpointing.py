@@ -26,17 +26,22 @@ _SET_ASIDE = 'checkpoints_set_aside'  # Where a rewind (config.restore_step) mov
 
 def create_manager(workdir: epath.PathLike, keep: int) -> ocp.CheckpointManager:
   """Asynchronous saves, keeping the last `keep` checkpoints."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=True)
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=True
+  )
   # Orbax needs an absolute path; the README's commands pass relative ones.
-  return ocp.CheckpointManager(epath.Path(workdir).absolute() / 'checkpoints', options=options,
-                               item_handlers=ocp.StandardCheckpointHandler())
+  return ocp.CheckpointManager(
+      epath.Path(workdir).absolute() / 'checkpoints',
+      options=options,
+      item_handlers=ocp.StandardCheckpointHandler(),
+  )
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
-                   fallback: bool = False, restore_step: int = 0) -> TrainState:
-  """The latest checkpoint (the newest at most `restore_step`, if > 0) restored onto `state`'s shapes and
-  shardings, else `state`.
+def restore_latest(
+    manager: ocp.CheckpointManager, state: TrainState, fallback: bool = False, restore_step: int = 0
+) -> TrainState:
+  """The latest checkpoint (the newest at most `restore_step`, if > 0) restored onto
+  `state`'s shapes and shardings, else `state`.
 
   Orbax writes a checkpoint to a temporary directory and renames it when complete,
   so a save cut off by a crash is never listed. A listed checkpoint that cannot be
@@ -58,20 +63,31 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState,
       reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
       if not fallback:
         earlier = [s for s in manager.all_steps() if s < step]
-        then = (f'resume from the previous checkpoint (step {max(earlier)})' if earlier
-                else 'start over')
+        then = (
+            f'resume from the previous checkpoint (step {max(earlier)})'
+            if earlier
+            else 'start over'
+        )
         raise CheckpointError(
             f'The checkpoint of step {step} ({path}) cannot be read ({reason}). To {then}, '
             're-run with --config.checkpoint_fallback=True: the unreadable checkpoint is '
-            f'moved to {_UNREADABLE}/ beside checkpoints/, not deleted.') from e
+            f'moved to {_UNREADABLE}/ beside checkpoints/, not deleted.'
+        ) from e
       aside = _move_aside(path, _UNREADABLE)
-      logging.warning('The checkpoint of step %d cannot be read (%s); moved it to %s and '
-                      'trying the previous one.', step, reason, aside)
+      logging.warning(
+          'The checkpoint of step %d cannot be read (%s); moved it to %s and '
+          'trying the previous one.',
+          step,
+          reason,
+          aside,
+      )
       manager.reload()
   if restore_step > 0:
-    raise CheckpointError(f'--config.restore_step={restore_step}: no checkpoint of that step or '
-                          f'before in {manager.directory}; its checkpoints: '
-                          f'{", ".join(map(str, sorted(manager.all_steps()))) or "none"}.')
+    raise CheckpointError(
+        f'--config.restore_step={restore_step}: no checkpoint of that step or '
+        f'before in {manager.directory}; its checkpoints: '
+        f'{", ".join(map(str, sorted(manager.all_steps()))) or "none"}.'
+    )
   return state
 
 
@@ -96,10 +112,11 @@ def _check_shapes(metadata, abstract: TrainState, path: epath.Path) -> None:
     only_saved = [s for s in saved if s not in expected][:3]
     only_expected = [s for s in expected if s not in saved][:3]
     raise WorkdirMismatchError(
-        f'The checkpoint {path} holds a model of other shapes than this config\'s '
+        f"The checkpoint {path} holds a model of other shapes than this config's "
         f'({len(saved)} arrays there, {len(expected)} here; shapes only there: '
         f'{only_saved}, only here: {only_expected}). Was config.json deleted or replaced? '
-        'Resume with the config of the run that wrote it, or use a new --workdir.')
+        'Resume with the config of the run that wrote it, or use a new --workdir.'
+    )
 
 
 def _move_aside(path: epath.Path, where: str) -> epath.Path:
@@ -131,16 +148,22 @@ def wait_until_saved(manager: ocp.CheckpointManager) -> None:
 
 def _save_failed(manager: ocp.CheckpointManager, error: Exception) -> CheckpointSaveError:
   text = str(error)
-  reason = ('the disk is full (No space left on device)'
-            if 'No space left on device' in text or getattr(error, 'errno', None) == errno.ENOSPC
-            else f'{type(error).__name__}: {text.splitlines()[0][:300] if text else ""}')
+  reason = (
+      'the disk is full (No space left on device)'
+      if 'No space left on device' in text or getattr(error, 'errno', None) == errno.ENOSPC
+      else f'{type(error).__name__}: {text.splitlines()[0][:300] if text else ""}'
+  )
   complete = sorted(int(p.name) for p in manager.directory.iterdir() if p.name.isdigit())
-  latest = (f'step {complete[-1]}, the newest complete checkpoint' if complete
-            else 'the start: no checkpoint is complete')
+  latest = (
+      f'step {complete[-1]}, the newest complete checkpoint'
+      if complete
+      else 'the start: no checkpoint is complete'
+  )
   return CheckpointSaveError(
       f'Saving a checkpoint to {manager.directory} failed: {reason}. Free space (or fix the '
       f'folder), then re-run the same command: it resumes from {latest} (an incomplete save '
-      'is never resumed from).')
+      'is never resumed from).'
+  )
 
 
 def _shape_fields(config_dict: dict) -> dict:
@@ -170,17 +193,25 @@ def read_config_json(path: epath.PathLike) -> dict:
         f'{path} is damaged (not valid JSON: {e}). Move it aside (mv {path} {path}.damaged) '
         "and re-run train.py with the run's --config and --workdir: it checks that config "
         'against the checkpoints and writes config.json again'
-        f'{f" (earlier configs of the run: {chr(44).join(backups)})" if backups else ""}.') from e
+        f'{f" (earlier configs of the run: {chr(44).join(backups)})" if backups else ""}.'
+    ) from e
   if not isinstance(saved, dict):
-    raise CheckpointError(f'{path} is not a saved config (a JSON object); restore it or use a '
-                          'new --workdir.')
+    raise CheckpointError(
+        f'{path} is not a saved config (a JSON object); restore it or use a ' 'new --workdir.'
+    )
   if isinstance(saved.get('model'), dict):  # Runs from before config.model chose the model.
     saved['networks'], saved['model'] = saved['model'], 'vaegan'
   saved['networks'].setdefault('bias_before_norm', True)  # Earlier runs always had them.
   # Fields added since: what those runs did.
-  for field, value in (('ema_decay', 0.0), ('crop', None), ('dtype', 'float32'),
-                       ('cpu_winograd', True), ('data_on_device', False),
-                       ('steps_per_dispatch', 1), ('restore_step', 0)):
+  for field, value in (
+      ('ema_decay', 0.0),
+      ('crop', None),
+      ('dtype', 'float32'),
+      ('cpu_winograd', True),
+      ('data_on_device', False),
+      ('steps_per_dispatch', 1),
+      ('restore_step', 0),
+  ):
     saved.setdefault(field, value)
   loss = saved.get('loss', {})
   if 'concat_batches' in loss:  # One switch for Dis and Dec before they were apart.
@@ -190,8 +221,9 @@ def read_config_json(path: epath.PathLike) -> dict:
   return saved
 
 
-def check_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
-                 has_checkpoint: bool) -> None:
+def check_config(
+    workdir: epath.PathLike, config: ml_collections.ConfigDict, has_checkpoint: bool
+) -> None:
   """Refuses a config whose shapes differ from those of the workdir's checkpoints (as its
   config.json records them). Every process checks, before anything is written."""
   path = epath.Path(workdir) / CONFIG_FILE
@@ -202,14 +234,18 @@ def check_config(workdir: epath.PathLike, config: ml_collections.ConfigDict,
     return
   new = json.loads(config.to_json_best_effort())
   old_shapes, new_shapes = _flat(_shape_fields(old)), _flat(_shape_fields(new))
-  changed = sorted(k for k in set(old_shapes) | set(new_shapes)
-                   if old_shapes.get(k) != new_shapes.get(k))
+  changed = sorted(
+      k for k in set(old_shapes) | set(new_shapes) if old_shapes.get(k) != new_shapes.get(k)
+  )
   if changed:
-    details = ', '.join(f'config.{k} is {old_shapes.get(k)!r} there and '
-                        f'{new_shapes.get(k)!r} here' for k in changed)
+    details = ', '.join(
+        f'config.{k} is {old_shapes.get(k)!r} there and ' f'{new_shapes.get(k)!r} here'
+        for k in changed
+    )
     raise WorkdirMismatchError(
         f'{workdir} holds checkpoints of a model with other shapes ({details}). '
-        'Use a new --workdir, or resume with the saved config.json.')
+        'Use a new --workdir, or resume with the saved config.json.'
+    )
 
 
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:

@@ -37,6 +37,7 @@ _VERSION = 1  # Bump when the architecture or training changes: old caches are t
 
 class Classifier(nn.Module):
   """Three strided 3x3 convolutions and a dense layer: the features, then the logits."""
+
   num_classes: int
 
   @nn.compact
@@ -63,15 +64,18 @@ def default_directory() -> epath.Path:
 def cache_name(config: ml_collections.ConfigDict) -> str:
   """What the classifier depends on, as a file name."""
   crop = '-crop' + '_'.join(map(str, config.crop)) if config.crop else ''
-  name = (f'{config.dataset}-{config.train_split}-{config.image_size}px-{config.num_channels}ch'
-          f'{crop}-{config.eval.label_key}-{config.eval.classifier_steps}steps-v{_VERSION}')
+  name = (
+      f'{config.dataset}-{config.train_split}-{config.image_size}px-{config.num_channels}ch'
+      f'{crop}-{config.eval.label_key}-{config.eval.classifier_steps}steps-v{_VERSION}'
+  )
   return re.sub(r'[^A-Za-z0-9_.+-]', '_', name)
 
 
 def apply(classifier: TrainedClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(logits, features) of images in [-1, 1]."""
   return inference.map_in_chunks(
-      functools.partial(_apply_jitted, classifier.module, classifier.params), images)
+      functools.partial(_apply_jitted, classifier.module, classifier.params), images
+  )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -84,8 +88,9 @@ def accuracy(classifier: TrainedClassifier, images: np.ndarray, labels: np.ndarr
   return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def train(images: np.ndarray, labels: np.ndarray, num_classes: int, steps: int,
-          seed: int = SEED) -> tuple[Classifier, Any]:
+def train(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, steps: int, seed: int = SEED
+) -> tuple[Classifier, Any]:
   """Adam on cross-entropy, minibatches drawn with a fixed seed."""
   module = Classifier(num_classes)
   params = module.init(jax.random.PRNGKey(seed), jnp.asarray(images[:1]))['params']
@@ -96,6 +101,7 @@ def train(images: np.ndarray, labels: np.ndarray, num_classes: int, steps: int,
     def loss(p):
       logits, _ = module.apply({'params': p}, x)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
     grads = jax.grad(loss)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
@@ -108,8 +114,9 @@ def train(images: np.ndarray, labels: np.ndarray, num_classes: int, steps: int,
   return module, params
 
 
-def load_or_train(config: ml_collections.ConfigDict,
-                  builder: tfds.core.DatasetBuilder) -> TrainedClassifier:
+def load_or_train(
+    config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder
+) -> TrainedClassifier:
   """The cached classifier of config's data, trained (and cached) first if there is none.
 
   Raises ConfigError if the dataset has no class label config.eval.label_key.
@@ -121,22 +128,41 @@ def load_or_train(config: ml_collections.ConfigDict,
   if not (path / 'params.msgpack').exists():
     images, labels = input_pipeline.labelled_images(builder, config, config.train_split)
     classes = input_pipeline.num_classes(builder, config.eval.label_key)
-    logging.info('Training the evaluation classifier of %s (%d images, %d steps); it is '
-                 'cached in %s.', config.dataset, len(images), steps, path)
+    logging.info(
+        'Training the evaluation classifier of %s (%d images, %d steps); it is ' 'cached in %s.',
+        config.dataset,
+        len(images),
+        steps,
+        path,
+    )
     module, params = train(images, labels, classes, steps)
-    test_images, test_labels = input_pipeline.labelled_images(builder, config,
-                                                              config.eval_split)
+    test_images, test_labels = input_pipeline.labelled_images(builder, config, config.eval_split)
     trained = TrainedClassifier(module, params, 0.0, path)
     test_accuracy = accuracy(trained, test_images, test_labels)
-    _write(path, params, {'num_classes': classes, 'test_accuracy': test_accuracy,
-                          'test_split': config.eval_split, 'train_images': len(images),
-                          'steps': steps, 'seed': SEED})
-    logging.info('Evaluation classifier: %.2f%% accuracy on %s:%s.', 100 * test_accuracy,
-                 config.dataset, config.eval_split)
+    _write(
+        path,
+        params,
+        {
+            'num_classes': classes,
+            'test_accuracy': test_accuracy,
+            'test_split': config.eval_split,
+            'train_images': len(images),
+            'steps': steps,
+            'seed': SEED,
+        },
+    )
+    logging.info(
+        'Evaluation classifier: %.2f%% accuracy on %s:%s.',
+        100 * test_accuracy,
+        config.dataset,
+        config.eval_split,
+    )
   metadata = json.loads((path / 'metadata.json').read_text())
   module = Classifier(metadata['num_classes'])
-  template = module.init(jax.random.PRNGKey(0), jnp.zeros(
-      (1, config.image_size, config.image_size, config.num_channels)))['params']
+  template = module.init(
+      jax.random.PRNGKey(0),
+      jnp.zeros((1, config.image_size, config.image_size, config.num_channels)),
+  )['params']
   params = flax.serialization.from_bytes(template, (path / 'params.msgpack').read_bytes())
   return TrainedClassifier(module, params, metadata['test_accuracy'], path)
 

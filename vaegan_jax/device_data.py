@@ -43,8 +43,9 @@ def _device_memory_bytes(device: jax.Device) -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')  # CPU: host memory.
 
 
-def load_images(builder: 'tfds.core.DatasetBuilder',
-                config: ml_collections.ConfigDict) -> np.ndarray:
+def load_images(
+    builder: 'tfds.core.DatasetBuilder', config: ml_collections.ConfigDict
+) -> np.ndarray:
   """The training split's images, uint8 [N, H, W, C] as stored (not yet preprocessed).
 
   Raises ConfigError if the images differ in shape or would take more than
@@ -52,20 +53,28 @@ def load_images(builder: 'tfds.core.DatasetBuilder',
   """
   feature = builder.info.features[config.image_key]
   if None in feature.shape:
-    raise ConfigError(f'config.data_on_device: the images of {builder.name} differ in shape '
-                      f'{feature.shape}, and the devices keep them as one array; '
-                      f'{_SWITCH_OFF}.')
-  num_images = builder.info.splits[config.train_split].num_examples if (
-      config.train_split in builder.info.splits) else None
+    raise ConfigError(
+        f'config.data_on_device: the images of {builder.name} differ in shape '
+        f'{feature.shape}, and the devices keep them as one array; '
+        f'{_SWITCH_OFF}.'
+    )
+  num_images = (
+      builder.info.splits[config.train_split].num_examples
+      if (config.train_split in builder.info.splits)
+      else None
+  )
   if num_images is not None:
     size, limit = num_images * int(np.prod(feature.shape)), _device_memory_bytes(
-        jax.local_devices()[0])
+        jax.local_devices()[0]
+    )
     if size > MAX_MEMORY_FRACTION * limit:
       raise ConfigError(
           f'config.data_on_device: the {num_images} images of {builder.name}:'
           f'{config.train_split} take {size / 2**30:.1f} GiB, more than '
-          f'{MAX_MEMORY_FRACTION:.0%} of a device\'s {limit / 2**30:.1f} GiB; {_SWITCH_OFF}.')
+          f"{MAX_MEMORY_FRACTION:.0%} of a device's {limit / 2**30:.1f} GiB; {_SWITCH_OFF}."
+      )
   from vaegan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   return input_pipeline.images_array(builder, config.train_split, config.image_key)
 
 
@@ -74,8 +83,12 @@ def put_on_devices(images: np.ndarray, sharding: jax.sharding.Sharding) -> jax.A
   return jax.make_array_from_callback(images.shape, sharding, lambda index: images[index])
 
 
-def preprocess(images: jax.Array, image_size: int, num_channels: int,
-               crop: tuple[int, int, int, int] | None = None) -> jax.Array:
+def preprocess(
+    images: jax.Array,
+    image_size: int,
+    num_channels: int,
+    crop: tuple[int, int, int, int] | None = None,
+) -> jax.Array:
   """uint8 [B, H, W, C] -> float32 [B, image_size, image_size, num_channels] in [-1, 1].
 
   input_pipeline.preprocess on the devices: channels tiled or averaged, the crop box
@@ -83,8 +96,11 @@ def preprocess(images: jax.Array, image_size: int, num_channels: int,
   """
   images = images.astype(jnp.float32)
   if images.shape[-1] != num_channels:
-    images = (jnp.tile(images, (1, 1, 1, 3)) if num_channels == 3
-              else jnp.mean(images, axis=-1, keepdims=True))
+    images = (
+        jnp.tile(images, (1, 1, 1, 3))
+        if num_channels == 3
+        else jnp.mean(images, axis=-1, keepdims=True)
+    )
   if crop is not None:
     top, bottom, left, right = crop
     images = images[:, top:bottom, left:right]
@@ -92,14 +108,17 @@ def preprocess(images: jax.Array, image_size: int, num_channels: int,
     height, width = images.shape[1:3]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    images = images[:, top:top + side, left:left + side]
-  images = jax.image.resize(images, (images.shape[0], image_size, image_size, num_channels),
-                            method='linear', antialias=True)
+    images = images[:, top : top + side, left : left + side]
+  images = jax.image.resize(
+      images,
+      (images.shape[0], image_size, image_size, num_channels),
+      method='linear',
+      antialias=True,
+  )
   return jnp.clip(images / 127.5 - 1.0, -1.0, 1.0)
 
 
-def epoch_order(config: ml_collections.ConfigDict, epoch: jax.Array,
-                num_images: int) -> jax.Array:
+def epoch_order(config: ml_collections.ConfigDict, epoch: jax.Array, num_images: int) -> jax.Array:
   """The order in which epoch `epoch` visits the images: a permutation of range(num_images)."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _ORDER_STREAM)
   return jax.random.permutation(jax.random.fold_in(key, epoch), num_images)
@@ -116,10 +135,13 @@ def default_scan(data_sharding: jax.sharding.Sharding) -> bool:
   return next(iter(data_sharding.device_set)).platform != 'cpu'
 
 
-def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
-                     optimizers: Optimizers, data_sharding: jax.sharding.Sharding,
-                     scan: bool | None = None
-                     ) -> Callable[[TrainState, jax.Array, int], tuple[TrainState, train_step_lib.Metrics]]:
+def make_train_steps(
+    config: ml_collections.ConfigDict,
+    networks: Networks,
+    optimizers: Optimizers,
+    data_sharding: jax.sharding.Sharding,
+    scan: bool | None = None,
+) -> Callable[[TrainState, jax.Array, int], tuple[TrainState, train_step_lib.Metrics]]:
   """run_steps(state, images, count): `count` train steps from state.step on.
 
   `images` are load_images' on the devices (put_on_devices). Step s trains on
@@ -131,8 +153,9 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
   each distinct `count` compiled once; without, one jitted call per step. The
   state is donated.
   """
-  step_fn = functools.partial(train_step_lib.train_step, networks=networks,
-                              optimizers=optimizers, config=config)
+  step_fn = functools.partial(
+      train_step_lib.train_step, networks=networks, optimizers=optimizers, config=config
+  )
   batch_size = config.batch_size
   crop = tuple(config.crop) if config.crop else None  # As input_pipeline.crop_box.
   if scan is None:
@@ -142,8 +165,9 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
     """One step on its batch of the epoch's `order`."""
     position = state.step % (images.shape[0] // batch_size)
     indices = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
-    batch = preprocess(jnp.take(images, indices, axis=0), config.image_size,
-                       config.num_channels, crop)
+    batch = preprocess(
+        jnp.take(images, indices, axis=0), config.image_size, config.num_channels, crop
+    )
     batch = jax.lax.with_sharding_constraint(batch, data_sharding)
     return step_fn(state, {'image': batch}, jax.random.fold_in(state.rng, state.step))
 
@@ -152,8 +176,9 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
 
   @functools.partial(jax.jit, donate_argnums=0)
   def one_step(state: TrainState, images: jax.Array):
-    return train_on_order(state, images, epoch_order(config, epoch_of(state, images),
-                                                     images.shape[0]))
+    return train_on_order(
+        state, images, epoch_order(config, epoch_of(state, images), images.shape[0])
+    )
 
   @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
   def scanned_steps(state: TrainState, images: jax.Array, count: int):
@@ -162,14 +187,16 @@ def make_train_steps(config: ml_collections.ConfigDict, networks: Networks,
     def body(carry, _):
       state, epoch, order = carry
       step_epoch = epoch_of(state, images)  # The order is drawn again only when it changes.
-      order = jax.lax.cond(step_epoch == epoch, lambda: order,
-                           lambda: epoch_order(config, step_epoch, num_images))
+      order = jax.lax.cond(
+          step_epoch == epoch, lambda: order, lambda: epoch_order(config, step_epoch, num_images)
+      )
       state, metrics = train_on_order(state, images, order)
       return (state, step_epoch, order), metrics
 
     epoch = epoch_of(state, images)
     (state, _, _), metrics = jax.lax.scan(
-        body, (state, epoch, epoch_order(config, epoch, num_images)), length=count)
+        body, (state, epoch, epoch_order(config, epoch, num_images)), length=count
+    )
     return state, metrics
 
   def run_steps(state: TrainState, images: jax.Array, count: int):

@@ -21,21 +21,26 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1)),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                'image': tfds.features.Image(shape=(8, 8, 1)),
+                'label': tfds.features.ClassLabel(num_classes=10),
+            }
+        ),
         supervised_keys=('image', 'label'),
         homepage='https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset',
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download: the data ships with scikit-learn.
-    return {'train': self._generate_examples(is_test=False),
-            'test': self._generate_examples(is_test=True)}
+    return {
+        'train': self._generate_examples(is_test=False),
+        'test': self._generate_examples(is_test=True),
+    }
 
   def _generate_examples(self, is_test: bool):
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
     digits = load_digits()
     pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     for index, (image, label) in enumerate(zip(pixels, digits.target)):

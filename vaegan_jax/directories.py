@@ -15,17 +15,21 @@ def check_writable(path: epath.PathLike, flag: str) -> epath.Path:
   """
   path = epath.Path(path).absolute()
   if path.exists() and not path.is_dir():
-    raise OutputFolderError(f'--{flag}={path} is a file, not a folder: give a folder (it is '
-                            'created if missing).')
+    raise OutputFolderError(
+        f'--{flag}={path} is a file, not a folder: give a folder (it is ' 'created if missing).'
+    )
   existing = path
   while not existing.exists():
     existing = existing.parent
   if not existing.is_dir():
-    raise OutputFolderError(f'--{flag}={path}: {existing} is a file, so the folder cannot be '
-                            'created there.')
+    raise OutputFolderError(
+        f'--{flag}={path}: {existing} is a file, so the folder cannot be ' 'created there.'
+    )
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise OutputFolderError(f'--{flag}={path}: {existing} cannot be written (read-only or no '
-                            'permission): give a folder you can write to.')
+    raise OutputFolderError(
+        f'--{flag}={path}: {existing} cannot be written (read-only or no '
+        'permission): give a folder you can write to.'
+    )
   return path
 
 
@@ -35,6 +39,7 @@ def make_directory(path: epath.PathLike, flag: str) -> epath.Path:
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise OutputFolderError(f'--{flag}={path} cannot be created ({e.strerror or e}): give a '
-                            'folder you can write to.') from e
+    raise OutputFolderError(
+        f'--{flag}={path} cannot be created ({e.strerror or e}): give a ' 'folder you can write to.'
+    ) from e
   return path

@@ -25,16 +25,19 @@ def _quiet_library_info(record: std_logging.LogRecord) -> bool:
   """
   if '/orbax/' in record.pathname and 'is read only' in str(record.msg):
     return False
-  return (record.levelno >= std_logging.WARNING or
-          not any(name in record.pathname for name in _CHATTY_LIBRARIES))
+  return record.levelno >= std_logging.WARNING or not any(
+      name in record.pathname for name in _CHATTY_LIBRARIES
+  )
 
 
 def set_up() -> dict[str, bool]:
   """Host memory kept for reuse and XLA's Eigen convolutions on CPU (both before JAX
   starts); TensorFlow only reads data, so it must not take the GPUs JAX will use;
   quiet logs. Returns which of the first two it set, for the benchmarks to report."""
-  settings = {'keeps_freed_memory': host_memory.keep_freed_memory(),
-              'eigen_convolutions_flag': cpu_convolutions.use_eigen_convolutions()}
+  settings = {
+      'keeps_freed_memory': host_memory.keep_freed_memory(),
+      'eigen_convolutions_flag': cpu_convolutions.use_eigen_convolutions(),
+  }
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError:  # The accelerator check runs without it.
@@ -45,9 +48,12 @@ def set_up() -> dict[str, bool]:
   return settings
 
 
-def initialize_distributed(multihost: bool, coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+def initialize_distributed(
+    multihost: bool,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
   """Joins a multi-process (multi-host) run, before JAX touches any device.
 
   Arguments left None are detected by JAX on Cloud TPU pods, SLURM, Open MPI and
@@ -60,9 +66,15 @@ def initialize_distributed(multihost: bool, coordinator_address: str | None = No
       raise ConfigError(
           f'Cannot join a multi-process run: {e} Outside a cluster JAX detects (Cloud TPU '
           'pods, SLURM, Open MPI, Kubernetes), give all of --coordinator_address=HOST:PORT '
-          '(process 0\'s), --num_processes and --process_id.') from e
-    logging.info('Process %d of %d; %d of the %d devices are local.', jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+          "(process 0's), --num_processes and --process_id."
+      ) from e
+    logging.info(
+        'Process %d of %d; %d of the %d devices are local.',
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def _config_error(error: Exception) -> str:
@@ -84,8 +96,10 @@ def parse_flags(argv: list[str]) -> list[str]:
       if isinstance(loading_error, Exception):
         raise loading_error
       if config is not None and not isinstance(config, ml_collections.ConfigDict):
-        raise TypeError(f'get_config() returned a {type(config).__name__}, not an '
-                        'ml_collections.ConfigDict: build it from configs/default.get_config()')
+        raise TypeError(
+            f'get_config() returned a {type(config).__name__}, not an '
+            'ml_collections.ConfigDict: build it from configs/default.get_config()'
+        )
   except flags.Error as e:
     sys.exit(f'error: {e}\nPass --helpfull to list the flags.')
   except Exception as e:  # Whatever the user's config file raises while it is loaded.

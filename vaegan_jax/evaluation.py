@@ -60,15 +60,19 @@ def class_statistics(logits: np.ndarray) -> dict[str, float]:
   histogram = counts / counts.sum()
   marginal = probabilities.mean(axis=0)
   kl = np.sum(probabilities * (np.log(probabilities + 1e-12) - np.log(marginal + 1e-12)), axis=-1)
-  return {'confidence': float(np.mean(probabilities.max(axis=-1))),
-          'class_entropy': float(-np.sum(histogram[histogram > 0] *
-                                         np.log(histogram[histogram > 0]))),
-          'classifier_score': float(np.exp(np.mean(kl)))}
+  return {
+      'confidence': float(np.mean(probabilities.max(axis=-1))),
+      'class_entropy': float(-np.sum(histogram[histogram > 0] * np.log(histogram[histogram > 0]))),
+      'classifier_score': float(np.exp(np.mean(kl))),
+  }
 
 
-def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
-             classifier: classifier_lib.TrainedClassifier | None,
-             rng: jax.Array) -> Metrics:
+def evaluate(
+    model: inference.Model,
+    builder: tfds.core.DatasetBuilder,
+    classifier: classifier_lib.TrainedClassifier | None,
+    rng: jax.Array,
+) -> Metrics:
   """The metrics of the module docstring (the classifier's only with a classifier)."""
   config = model.config
   limit = config.eval.num_samples
@@ -78,8 +82,11 @@ def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
   else:
     real, labels = input_pipeline.fixed_images(builder, config, limit), None
   samples = model_samples(model, config.eval.num_samples, rng)
-  metrics = {'num_samples': float(len(samples)), 'num_real': float(len(real)),
-             'samples/sharpness': spectrum.sharpness_ratio(samples, real)}
+  metrics = {
+      'num_samples': float(len(samples)),
+      'num_real': float(len(real)),
+      'samples/sharpness': spectrum.sharpness_ratio(samples, real),
+  }
   if has_classifier:
     real_logits, real_features = classifier_lib.apply(classifier, real)
     sample_logits, sample_features = classifier_lib.apply(classifier, samples)
@@ -87,11 +94,11 @@ def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
     _, train_features = classifier_lib.apply(classifier, train_real)
     metrics['classifier/test_accuracy'] = classifier.test_accuracy
     metrics['frechet/samples'] = frechet.features_distance(real_features, sample_features)
-    metrics['frechet/samples_vs_train'] = frechet.features_distance(train_features,
-                                                                    sample_features)
+    metrics['frechet/samples_vs_train'] = frechet.features_distance(train_features, sample_features)
     metrics['frechet/train_vs_test'] = frechet.features_distance(real_features, train_features)
     metrics['kid/samples'], metrics['kid/samples_std'] = kid.kernel_distance(
-        real_features, sample_features)
+        real_features, sample_features
+    )
     metrics['kid/train_vs_test'], _ = kid.kernel_distance(real_features, train_features)
     metrics.update({f'samples/{k}': v for k, v in class_statistics(sample_logits).items()})
     metrics.update({f'real/{k}': v for k, v in class_statistics(real_logits).items()})
@@ -99,31 +106,40 @@ def evaluate(model: inference.Model, builder: tfds.core.DatasetBuilder,
     mu, logvar = inference.map_in_chunks(lambda x: inference.encode(model, x), real)
     recons = inference.map_in_chunks(lambda z: inference.decode(model, z), mu)
     metrics['reconstruction/mse'] = float(np.mean(np.square(recons - real)))
-    metrics['kl'] = float(np.mean(-0.5 * np.sum(
-        1.0 + logvar - np.square(mu) - np.exp(logvar), axis=-1)))
+    metrics['kl'] = float(
+        np.mean(-0.5 * np.sum(1.0 + logvar - np.square(mu) - np.exp(logvar), axis=-1))
+    )
     if has_classifier:
       recon_logits, recon_features = classifier_lib.apply(classifier, recons)
-      metrics['frechet/reconstructions'] = frechet.features_distance(real_features,
-                                                                     recon_features)
+      metrics['frechet/reconstructions'] = frechet.features_distance(real_features, recon_features)
       metrics['reconstruction/classifier_accuracy'] = float(
-          np.mean(np.argmax(recon_logits, axis=-1) == labels))
+          np.mean(np.argmax(recon_logits, axis=-1) == labels)
+      )
   return dict(sorted(metrics.items()))
 
 
-def load_classifier(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder
-                    ) -> classifier_lib.TrainedClassifier | None:
+def load_classifier(
+    config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder
+) -> classifier_lib.TrainedClassifier | None:
   """The dataset's evaluation classifier; None (with a warning) if it has no class label."""
   label_key = config.eval.label_key
   if label_key not in input_pipeline.class_labels(builder):
-    logging.warning('%s has no class label %r (config.eval.label_key): evaluating without '
-                    'the classifier metrics (Frechet distances, accuracies).', builder.name,
-                    label_key)
+    logging.warning(
+        '%s has no class label %r (config.eval.label_key): evaluating without '
+        'the classifier metrics (Frechet distances, accuracies).',
+        builder.name,
+        label_key,
+    )
     return None
   return classifier_lib.load_or_train(config, builder)
 
 
-def write_metrics(workdir: epath.PathLike, step: int, metrics: Metrics,
-                  writer: metric_writers.MetricWriter | None = None) -> epath.Path:
+def write_metrics(
+    workdir: epath.PathLike,
+    step: int,
+    metrics: Metrics,
+    writer: metric_writers.MetricWriter | None = None,
+) -> epath.Path:
   """WORKDIR/eval/step_<step>.json, and the scalars as eval/<name> in TensorBoard."""
   directory = epath.Path(workdir) / 'eval'
   directory.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   if features.ndim != 2 or features.shape[0] < 2:
     raise ValueError(f'Need [N, D] features with N >= 2; got shape {features.shape}.')
   return features.mean(axis=0), np.cov(features, rowvar=False).reshape(
-      features.shape[1], features.shape[1])
+      features.shape[1], features.shape[1]
+  )
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -26,14 +27,17 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
   return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
   """The squared Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2)."""
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-    raise ValueError(f'Shapes differ: means {mu1.shape}, {mu2.shape}; covariances '
-                     f'{sigma1.shape}, {sigma2.shape}.')
+    raise ValueError(
+        f'Shapes differ: means {mu1.shape}, {mu2.shape}; covariances '
+        f'{sigma1.shape}, {sigma2.shape}.'
+    )
   root1 = _psd_sqrt(sigma1)
   middle = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
   trace_sqrt = np.sum(np.sqrt(np.clip(middle, 0, None)))

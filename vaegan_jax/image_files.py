@@ -28,14 +28,21 @@ def read_image(path: epath.PathLike) -> np.ndarray:
       image = image.convert('L' if image.mode in ('1', 'L', 'I', 'I;16', 'F') else 'RGB')
       pixels = np.asarray(image)
   except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
-    raise ImageReadError(f'{path} cannot be read as an image ({e}). Remove it, convert it '
-                         'to PNG or JPEG, or leave such files out with --skip_unreadable.') from e
+    raise ImageReadError(
+        f'{path} cannot be read as an image ({e}). Remove it, convert it '
+        'to PNG or JPEG, or leave such files out with --skip_unreadable.'
+    ) from e
   return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-def load_folder(folder: epath.PathLike, image_size: int, num_channels: int,
-                limit: int | None = None, skip_unreadable: bool = False,
-                crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def load_folder(
+    folder: epath.PathLike,
+    image_size: int,
+    num_channels: int,
+    limit: int | None = None,
+    skip_unreadable: bool = False,
+    crop: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
   """float32 [N, image_size, image_size, num_channels] in [-1, 1]: cropped and resized.
 
   `crop` (the config's (top, bottom, left, right) box) is cut from images large
@@ -56,8 +63,13 @@ def load_folder(folder: epath.PathLike, image_size: int, num_channels: int,
       continue
     box = crop
     if crop is not None and (pixels.shape[0] < crop[1] or pixels.shape[1] < crop[3]):
-      logging.warning('%s (%dx%d) is smaller than the crop box %s of training; centre-cropped '
-                      'instead.', path, pixels.shape[0], pixels.shape[1], tuple(crop))
+      logging.warning(
+          '%s (%dx%d) is smaller than the crop box %s of training; centre-cropped ' 'instead.',
+          path,
+          pixels.shape[0],
+          pixels.shape[1],
+          tuple(crop),
+      )
       box = None
     images.append(input_pipeline.preprocess(pixels, image_size, num_channels, box).numpy())
   if not images:

@@ -21,12 +21,15 @@ def grid(images: np.ndarray, padding: int = 2, columns: int | None = None) -> np
   count, height, width, channels = images.shape
   cols = columns or math.ceil(math.sqrt(count))
   rows = math.ceil(count / cols)
-  out = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding,
-                 channels), 255, np.uint8)
+  out = np.full(
+      (rows * (height + padding) + padding, cols * (width + padding) + padding, channels),
+      255,
+      np.uint8,
+  )
   for index, image in enumerate(to_uint8(images)):
     top = padding + (index // cols) * (height + padding)
     left = padding + (index % cols) * (width + padding)
-    out[top:top + height, left:left + width] = image
+    out[top : top + height, left : left + width] = image
   return out
 
 

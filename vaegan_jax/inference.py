@@ -29,17 +29,20 @@ from vaegan_jax import train_state
 from vaegan_jax.errors import CheckpointError
 
 
-def map_in_chunks(fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
-                  chunk_size: int = 500) -> Any:
+def map_in_chunks(
+    fn: Callable[[np.ndarray], Any], inputs: np.ndarray, chunk_size: int = 500
+) -> Any:
   """fn over `inputs` in chunks of one size (the last one zero-padded), its outputs
   (arrays or tuples of them) concatenated on the host: a jitted fn compiles once."""
   outputs = []
   for start in range(0, len(inputs), chunk_size):
-    chunk = np.asarray(inputs[start:start + chunk_size])
-    padded = np.concatenate([chunk, np.zeros((chunk_size - len(chunk), *chunk.shape[1:]),
-                                             chunk.dtype)])
-    outputs.append(jax.tree.map(lambda y, n=len(chunk): np.asarray(y)[:n],
-                                jax.device_get(fn(padded))))
+    chunk = np.asarray(inputs[start : start + chunk_size])
+    padded = np.concatenate(
+        [chunk, np.zeros((chunk_size - len(chunk), *chunk.shape[1:]), chunk.dtype)]
+    )
+    outputs.append(
+        jax.tree.map(lambda y, n=len(chunk): np.asarray(y)[:n], jax.device_get(fn(padded)))
+    )
   return jax.tree.map(lambda *ys: np.concatenate(ys), *outputs)
 
 
@@ -47,6 +50,7 @@ def map_in_chunks(fn: Callable[[np.ndarray], Any], inputs: np.ndarray,
 class Model:
   """The networks of a run and their variables ({'params', 'batch_stats'} per network):
   the moving averages of Enc's and Dec's where `uses_ema`, else the weights."""
+
   config: ml_collections.ConfigDict
   networks: train_state.Networks
   variables: dict[str, dict[str, Any]]
@@ -59,28 +63,39 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
   path = epath.Path(workdir) / checkpointing.CONFIG_FILE
   if not path.exists():
     raise CheckpointError(
-        f'{path} does not exist: {workdir} is not the --workdir of a train.py run.')
+        f'{path} does not exist: {workdir} is not the --workdir of a train.py run.'
+    )
   return ml_collections.ConfigDict(checkpointing.read_config_json(path))
 
 
-def from_train_state(config: ml_collections.ConfigDict, state: train_state.TrainState,
-                     use_ema: bool = True) -> Model:
+def from_train_state(
+    config: ml_collections.ConfigDict, state: train_state.TrainState, use_ema: bool = True
+) -> Model:
   """The Model of a training state in memory (e.g. to evaluate during training)."""
   # This process's copy of the replicated state, so evaluation runs on one local device.
-  local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
-                       train_state.eval_variables(state, use_ema))
-  return Model(config=config, networks=train_state.build_networks(config), variables=local,
-               step=int(state.step), uses_ema=use_ema and state.ema is not None)
+  local = jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0)), train_state.eval_variables(state, use_ema)
+  )
+  return Model(
+      config=config,
+      networks=train_state.build_networks(config),
+      variables=local,
+      step=int(state.step),
+      uses_ema=use_ema and state.ema is not None,
+  )
 
 
 def _read_only_manager(workdir: epath.PathLike) -> ocp.CheckpointManager:
   directory = epath.Path(workdir).absolute() / 'checkpoints'  # Orbax needs absolute paths.
   if not directory.is_dir():
-    raise CheckpointError(f'{workdir} has no checkpoints ({directory} does not exist). '
-                          f'Train first: python train.py --config ... --workdir {workdir}')
+    raise CheckpointError(
+        f'{workdir} has no checkpoints ({directory} does not exist). '
+        f'Train first: python train.py --config ... --workdir {workdir}'
+    )
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-  return ocp.CheckpointManager(directory, options=options,
-                               item_handlers=ocp.PyTreeCheckpointHandler())
+  return ocp.CheckpointManager(
+      directory, options=options, item_handlers=ocp.PyTreeCheckpointHandler()
+  )
 
 
 def available_steps(workdir: epath.PathLike) -> list[int]:
@@ -92,32 +107,41 @@ def available_steps(workdir: epath.PathLike) -> list[int]:
 def _pick_step(manager: ocp.CheckpointManager, workdir, step: int | None) -> int:
   steps = sorted(manager.all_steps())
   if not steps:
-    raise CheckpointError(f'{workdir} has no complete checkpoint yet. Train first: '
-                          f'python train.py --config ... --workdir {workdir}')
+    raise CheckpointError(
+        f'{workdir} has no complete checkpoint yet. Train first: '
+        f'python train.py --config ... --workdir {workdir}'
+    )
   if step is None:
     return steps[-1]
   if step not in steps:
-    raise CheckpointError(f'{workdir} has no checkpoint of step {step}; its checkpoints: '
-                          f'{", ".join(map(str, steps))}.')
+    raise CheckpointError(
+        f'{workdir} has no checkpoint of step {step}; its checkpoints: '
+        f'{", ".join(map(str, steps))}.'
+    )
   return step
 
 
-def _abstract_state(config: ml_collections.ConfigDict, networks: train_state.Networks,
-                    device: jax.Device) -> train_state.TrainState:
+def _abstract_state(
+    config: ml_collections.ConfigDict, networks: train_state.Networks, device: jax.Device
+) -> train_state.TrainState:
   """Shapes and dtypes of the run's TrainState, placed on `device`."""
   optimizers = train_state.build_optimizers(config, steps_per_epoch=1)
-  shapes = jax.eval_shape(functools.partial(
-      train_state.create_train_state, config=config, networks=networks,
-      optimizers=optimizers), jax.random.PRNGKey(0))
+  shapes = jax.eval_shape(
+      functools.partial(
+          train_state.create_train_state, config=config, networks=networks, optimizers=optimizers
+      ),
+      jax.random.PRNGKey(0),
+  )
   sharding = jax.sharding.SingleDeviceSharding(device)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      shapes)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
 
 def _check_shapes(metadata: Any, expected: Any, workdir) -> None:
   """Raises CheckpointError naming the arrays whose shapes differ from config.json's."""
-  saved = {jax.tree_util.keystr(path): leaf for path, leaf in
-           jax.tree_util.tree_flatten_with_path(metadata)[0]}
+  saved = {
+      jax.tree_util.keystr(path): leaf
+      for path, leaf in jax.tree_util.tree_flatten_with_path(metadata)[0]
+  }
   mismatches = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]:
     name = jax.tree_util.keystr(path)
@@ -125,14 +149,17 @@ def _check_shapes(metadata: Any, expected: Any, workdir) -> None:
     if found is None:
       mismatches.append(f'{name} is missing from the checkpoint')
     elif tuple(found.shape) != tuple(leaf.shape):
-      mismatches.append(f'{name} has shape {tuple(found.shape)} in the checkpoint and '
-                        f'{tuple(leaf.shape)} by config.json')
+      mismatches.append(
+          f'{name} has shape {tuple(found.shape)} in the checkpoint and '
+          f'{tuple(leaf.shape)} by config.json'
+      )
   if mismatches:
     listed = '; '.join(mismatches[:3]) + ('; ...' if len(mismatches) > 3 else '')
     raise CheckpointError(
         f'The checkpoint in {workdir} does not belong to the model of its config.json '
         f'({len(mismatches)} arrays differ: {listed}). Was config.json replaced? Restore '
-        'the config.json of the run that wrote these checkpoints.')
+        'the config.json of the run that wrote these checkpoints.'
+    )
 
 
 def _as_dict(tree: Any) -> Any:
@@ -140,7 +167,8 @@ def _as_dict(tree: Any) -> Any:
   restores): {network: {'params', 'batch_stats'}}, and 'ema' where it has one."""
   variables = {
       name: train_state.network_variables(getattr(tree, name))
-      for name in train_state.NETWORKS if getattr(tree, name) is not None
+      for name in train_state.NETWORKS
+      if getattr(tree, name) is not None
   }
   if tree.ema is not None:
     variables['ema'] = tree.ema
@@ -164,26 +192,38 @@ def _restore(workdir: epath.PathLike, step: int | None, variables_only: bool):
       raise _unreadable(manager, workdir, step, e) from e
     _check_shapes(metadata, _as_dict(abstract), workdir)
     try:
-      restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-          partial_restore=variables_only))
+      restored = manager.restore(
+          step,
+          args=ocp.args.PyTreeRestore(
+              item=item,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+              partial_restore=variables_only,
+          ),
+      )
     except Exception as e:
       raise _unreadable(manager, workdir, step, e) from e
   return config, networks, restored, step
 
 
-def _unreadable(manager: ocp.CheckpointManager, workdir, step: int,
-                error: Exception) -> CheckpointError:
+def _unreadable(
+    manager: ocp.CheckpointManager, workdir, step: int, error: Exception
+) -> CheckpointError:
   others = [s for s in sorted(manager.all_steps()) if s != step]
   reason = f'{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ""}'
   return CheckpointError(
       f'The checkpoint of step {step} in {workdir} cannot be read ({reason}); it is damaged '
-      'or incomplete. ' + (f'Pass --step with another checkpoint: {", ".join(map(str, others))}.'
-                           if others else 'It is the only one: train again.'))
+      'or incomplete. '
+      + (
+          f'Pass --step with another checkpoint: {", ".join(map(str, others))}.'
+          if others
+          else 'It is the only one: train again.'
+      )
+  )
 
 
-def restore_train_state(workdir: epath.PathLike, step: int | None = None
-                        ) -> tuple[ml_collections.ConfigDict, train_state.TrainState]:
+def restore_train_state(
+    workdir: epath.PathLike, step: int | None = None
+) -> tuple[ml_collections.ConfigDict, train_state.TrainState]:
   """The whole training state (with optimizer states) of a checkpoint, on one device."""
   config, _, state, _ = _restore(workdir, step, variables_only=False)
   return config, state
@@ -200,8 +240,7 @@ def load_model(workdir: epath.PathLike, step: int | None = None, use_ema: bool =
   uses_ema = use_ema and ema is not None
   if uses_ema:
     restored.update(ema)
-  return Model(config=config, networks=networks, variables=restored, step=step,
-               uses_ema=uses_ema)
+  return Model(config=config, networks=networks, variables=restored, step=step, uses_ema=uses_ema)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -217,8 +256,10 @@ def _decode(decoder, variables, z):
 def encode(model: Model, images: np.ndarray) -> tuple[jax.Array, jax.Array]:
   """Enc(x) in evaluation mode: the posterior's (mu, logvar) for images in [-1, 1]."""
   if model.networks.encoder is None:
-    raise ValueError(f"A {model.config.model!r} model has no encoder: it cannot encode or "
-                     'reconstruct images, only sample.')
+    raise ValueError(
+        f'A {model.config.model!r} model has no encoder: it cannot encode or '
+        'reconstruct images, only sample.'
+    )
   return _encode(model.networks.encoder, model.variables['encoder'], jnp.asarray(images))
 
 
@@ -243,8 +284,9 @@ def reconstruct(model: Model, images: np.ndarray) -> jax.Array:
   return decode(model, mu)
 
 
-def interpolate(z_start: jax.Array, z_end: jax.Array, num: int,
-                method: str = 'linear') -> jax.Array:
+def interpolate(
+    z_start: jax.Array, z_end: jax.Array, num: int, method: str = 'linear'
+) -> jax.Array:
   """`num` latents from z_start to z_end (inclusive), on the line or by slerp.
 
   Slerp keeps the norm of Gaussian latents, where the middle of a line is
@@ -262,8 +304,10 @@ def interpolate(z_start: jax.Array, z_end: jax.Array, num: int,
   return (jnp.sin((1 - t) * omega) * z_start + jnp.sin(t * omega) * z_end) / jnp.sin(omega)
 
 
-def attribute_vector(model: Model, with_attribute: np.ndarray,
-                     without_attribute: np.ndarray) -> jax.Array:
+def attribute_vector(
+    model: Model, with_attribute: np.ndarray, without_attribute: np.ndarray
+) -> jax.Array:
   """Mean latent (mu) of images with an attribute minus that of images without it."""
-  return (jnp.mean(encode(model, with_attribute)[0], axis=0) -
-          jnp.mean(encode(model, without_attribute)[0], axis=0))
+  return jnp.mean(encode(model, with_attribute)[0], axis=0) - jnp.mean(
+      encode(model, without_attribute)[0], axis=0
+  )

@@ -45,7 +45,8 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
           'machine with network access (tfds.builder(name).download_and_prepare()), copy '
           'the tensorflow_datasets folder here and pass --config.data_dir=PATH (or set '
           'TFDS_DATA_DIR); or train offline on the bundled digits: '
-          'python train.py --config configs/digits.py --workdir runs/digits')
+          'python train.py --config configs/digits.py --workdir runs/digits'
+      )
     try:
       builder.download_and_prepare()
     except Exception as e:  # TFDS raises many kinds; all mean the same to the user.
@@ -55,7 +56,8 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
         return builder
       raise DatasetUnavailableError(
           f'Could not download and prepare TFDS dataset {config.dataset!r} in '
-          f'{builder.data_dir}: {e}') from e
+          f'{builder.data_dir}: {e}'
+      ) from e
   _check_fields(builder, config)
   return builder
 
@@ -63,15 +65,20 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 def _check_fields(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict):
   features = builder.info.features
   if config.image_key not in features or not isinstance(
-      features[config.image_key], tfds.features.Image):
+      features[config.image_key], tfds.features.Image
+  ):
     images = [k for k, v in features.items() if isinstance(v, tfds.features.Image)]
-    raise ConfigError(f'config.image_key={config.image_key!r} is not an image feature of '
-                     f'{builder.name}; its image features: {images}')
+    raise ConfigError(
+        f'config.image_key={config.image_key!r} is not an image feature of '
+        f'{builder.name}; its image features: {images}'
+    )
   for field in ('train_split', 'eval_split'):
     split = config[field]
     if builder.info.splits and split not in builder.info.splits:
-      raise ConfigError(f'config.{field}={split!r} is not a split of {builder.name}; '
-                       f'its splits: {list(builder.info.splits)}')
+      raise ConfigError(
+          f'config.{field}={split!r} is not a split of {builder.name}; '
+          f'its splits: {list(builder.info.splits)}'
+      )
 
 
 def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
@@ -81,8 +88,12 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
   return int(builder.as_dataset(split=split).reduce(0, lambda count, _: count + 1))
 
 
-def preprocess(image: tf.Tensor, image_size: int, num_channels: int,
-               crop: tuple[int, int, int, int] | None = None) -> tf.Tensor:
+def preprocess(
+    image: tf.Tensor,
+    image_size: int,
+    num_channels: int,
+    crop: tuple[int, int, int, int] | None = None,
+) -> tf.Tensor:
   """uint8 [H, W, C] -> float32 [image_size, image_size, num_channels] in [-1, 1].
 
   Crops to rows crop[0]:crop[1] and columns crop[2]:crop[3] (e.g. CelebA's face
@@ -91,16 +102,20 @@ def preprocess(image: tf.Tensor, image_size: int, num_channels: int,
   """
   image = tf.cast(image, tf.float32)
   if image.shape[-1] != num_channels:
-    image = (tf.image.grayscale_to_rgb(image) if num_channels == 3
-             else tf.reduce_mean(image, axis=-1, keepdims=True))
+    image = (
+        tf.image.grayscale_to_rgb(image)
+        if num_channels == 3
+        else tf.reduce_mean(image, axis=-1, keepdims=True)
+    )
   if crop is not None:
     top, bottom, left, right = crop
     image = image[top:bottom, left:right]
   else:
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     side = tf.minimum(height, width)
-    image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2,
-                                          side, side)
+    image = tf.image.crop_to_bounding_box(
+        image, (height - side) // 2, (width - side) // 2, side, side
+    )
   image = tf.image.resize(image, (image_size, image_size), method='bilinear', antialias=True)
   image.set_shape((image_size, image_size, num_channels))
   return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
@@ -111,8 +126,13 @@ def crop_box(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | N
   return tuple(config.crop) if config.crop else None
 
 
-def _images(builder: tfds.core.DatasetBuilder, split: str, image_key: str,
-            in_memory: bool = False, decode: bool = True) -> tf.data.Dataset:
+def _images(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    image_key: str,
+    in_memory: bool = False,
+    decode: bool = True,
+) -> tf.data.Dataset:
   """The split's images in file order: uint8 arrays, optionally decoded once into host
   memory, or (decode=False, not in memory) still encoded, for the caller to decode."""
   if in_memory:
@@ -136,17 +156,24 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def process_rows(sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
   """[start, stop): the rows of each global batch that this process's devices hold."""
-  rows = sorted({(index[0].start or 0, index[0].stop or batch_size) for index in
-                 sharding.addressable_devices_indices_map((batch_size,)).values()})
+  rows = sorted(
+      {
+          (index[0].start or 0, index[0].stop or batch_size)
+          for index in sharding.addressable_devices_indices_map((batch_size,)).values()
+      }
+  )
   start, stop = rows[0][0], rows[-1][1]
   if sum(b - a for a, b in rows) != stop - start:
     raise ValueError(f'This process holds non-contiguous rows {rows} of the global batch.')
   return start, stop
 
 
-def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                  start_step: int = 0, rows: tuple[int, int] | None = None
-                  ) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+    builder: tfds.core.DatasetBuilder,
+    config: ml_collections.ConfigDict,
+    start_step: int = 0,
+    rows: tuple[int, int] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
   """Endless host batches from `start_step` on: rows[0]:rows[1] of every global batch
   of config.batch_size images (all of it by default).
 
@@ -158,8 +185,9 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
   first, last = rows or (0, batch_size)
   train_size = num_examples(builder, config.train_split)  # Counts when sizes are unknown.
   steps_per_epoch = train_size // batch_size
-  images = _images(builder, config.train_split, config.image_key, config.cache_dataset,
-                   decode=False)
+  images = _images(
+      builder, config.train_split, config.image_key, config.cache_dataset, decode=False
+  )
   image_feature = builder.info.features[config.image_key]
   crop = crop_box(config)
 
@@ -171,12 +199,14 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
   buffer = min(config.shuffle_buffer, train_size)
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
-    dataset = images.shuffle(buffer, seed=_epoch_seed(config.seed, epoch),
-                             reshuffle_each_iteration=False)
+    dataset = images.shuffle(
+        buffer, seed=_epoch_seed(config.seed, epoch), reshuffle_each_iteration=False
+    )
     dataset = dataset.take(steps_per_epoch * batch_size).skip(skip * batch_size)
     if (first, last) != (0, batch_size):
       dataset = dataset.enumerate().filter(
-          lambda i, _: (i % batch_size >= first) & (i % batch_size < last))
+          lambda i, _: (i % batch_size >= first) & (i % batch_size < last)
+      )
       dataset = dataset.map(lambda _, image: image)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(last - first, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -185,38 +215,56 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
     epoch, skip = epoch + 1, 0
 
 
-def fixed_images(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                 count: int, split: str | None = None) -> np.ndarray:
+def fixed_images(
+    builder: tfds.core.DatasetBuilder,
+    config: ml_collections.ConfigDict,
+    count: int,
+    split: str | None = None,
+) -> np.ndarray:
   """The first `count` images of a split (config.eval_split by default), preprocessed."""
   dataset = _images(builder, split or config.eval_split, config.image_key).take(count)
-  dataset = dataset.map(lambda x: preprocess(x, config.image_size, config.num_channels,
-                                            crop_box(config)))
+  dataset = dataset.map(
+      lambda x: preprocess(x, config.image_size, config.num_channels, crop_box(config))
+  )
   return next(dataset.batch(count).as_numpy_iterator())
 
 
-def labelled_images(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                    split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def labelled_images(
+    builder: tfds.core.DatasetBuilder,
+    config: ml_collections.ConfigDict,
+    split: str,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """(images, labels): the first `limit` examples of a split (all by default),
   preprocessed, with their config.eval.label_key class labels."""
   label_key = config.eval.label_key
   if label_key not in class_labels(builder):
-    raise ConfigError(f'config.eval.label_key={label_key!r} is not a class label of '
-                      f'{builder.name}; its class labels: {class_labels(builder) or "none"}.')
+    raise ConfigError(
+        f'config.eval.label_key={label_key!r} is not a class label of '
+        f'{builder.name}; its class labels: {class_labels(builder) or "none"}.'
+    )
   crop = crop_box(config)
   dataset = builder.as_dataset(split=split, shuffle_files=False)
   if limit is not None:
     dataset = dataset.take(limit)
-  dataset = dataset.map(lambda example: (preprocess(
-      example[config.image_key], config.image_size, config.num_channels, crop),
-                                         example[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(
+      lambda example: (
+          preprocess(example[config.image_key], config.image_size, config.num_channels, crop),
+          example[label_key],
+      ),
+      num_parallel_calls=tf.data.AUTOTUNE,
+  )
   parts = list(dataset.batch(4096).as_numpy_iterator())
   return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def class_labels(builder: tfds.core.DatasetBuilder) -> list[str]:
   """The names of the dataset's class-label features."""
-  return [name for name, feature in builder.info.features.items()
-          if isinstance(feature, tfds.features.ClassLabel)]
+  return [
+      name
+      for name, feature in builder.info.features.items()
+      if isinstance(feature, tfds.features.ClassLabel)
+  ]
 
 
 def num_classes(builder: tfds.core.DatasetBuilder, label_key: str) -> int:
@@ -229,9 +277,13 @@ def _has_attribute(example: dict, attribute: str) -> bool:
   return bool(found) if not value else str(found) == value
 
 
-def images_by_attribute(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                        split: str, attribute: str, limit: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def images_by_attribute(
+    builder: tfds.core.DatasetBuilder,
+    config: ml_collections.ConfigDict,
+    split: str,
+    attribute: str,
+    limit: int,
+) -> tuple[np.ndarray, np.ndarray]:
   """Preprocessed images of the first `limit` examples of a split, with and without an attribute.
 
   `attribute` is a boolean feature (celeb_a's 'Smiling', looked up in 'attributes'
@@ -243,31 +295,46 @@ def images_by_attribute(builder: tfds.core.DatasetBuilder, config: ml_collection
   if 'attributes' in features:
     known += list(features['attributes'].keys())
   if name not in known:
-    raise ConfigError(f'attribute {attribute!r}: {builder.name} has no feature {name!r}; '
-                      f'its features: {known}')
+    raise ConfigError(
+        f'attribute {attribute!r}: {builder.name} has no feature {name!r}; '
+        f'its features: {known}'
+    )
   groups = {True: [], False: []}
   examples = builder.as_dataset(split=split, shuffle_files=False).take(limit)
   for example in examples.as_numpy_iterator():
-    image = preprocess(example[config.image_key], config.image_size, config.num_channels,
-                       crop_box(config))
+    image = preprocess(
+        example[config.image_key], config.image_size, config.num_channels, crop_box(config)
+    )
     groups[_has_attribute(example, attribute)].append(image.numpy())
   if not groups[True] or not groups[False]:
-    raise ConfigError(f'attribute {attribute!r}: among the first {limit} examples of '
-                      f'{builder.name}:{split}, {len(groups[True])} have it and '
-                      f'{len(groups[False])} do not; both sets must be non-empty.')
+    raise ConfigError(
+        f'attribute {attribute!r}: among the first {limit} examples of '
+        f'{builder.name}:{split}, {len(groups[True])} have it and '
+        f'{len(groups[False])} do not; both sets must be non-empty.'
+    )
   return np.stack(groups[True]), np.stack(groups[False])
 
 
-def prefetch_to_device(batches: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
-                       batch_size: int, size: int = 2) -> Iterator[dict[str, jax.Array]]:
+def prefetch_to_device(
+    batches: Iterator[dict[str, np.ndarray]],
+    sharding: jax.sharding.Sharding,
+    batch_size: int,
+    size: int = 2,
+) -> Iterator[dict[str, jax.Array]]:
   """Global arrays of `batch_size` rows from this process's rows of each batch, the
   next `size` copied to the devices while the current one trains."""
   queue = collections.deque()
 
   def enqueue(n: int):
     for batch in itertools.islice(batches, n):
-      queue.append(jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-          sharding, x, (batch_size, *x.shape[1:])), batch))
+      queue.append(
+          jax.tree.map(
+              lambda x: jax.make_array_from_process_local_data(
+                  sharding, x, (batch_size, *x.shape[1:])
+              ),
+              batch,
+          )
+      )
 
   enqueue(size)
   while queue:

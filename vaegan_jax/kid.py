@@ -18,12 +18,20 @@ def unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
   """The unbiased estimate of MMD^2 between the distributions of rows of x and y."""
   m, n = len(x), len(y)
   kxx, kyy, kxy = _kernel(x, x), _kernel(y, y), _kernel(x, y)
-  return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) +
-               (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
+  return float(
+      (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+      + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+      - 2 * kxy.mean()
+  )
 
 
-def kernel_distance(real: np.ndarray, fake: np.ndarray, num_subsets: int = 10,
-                    subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kernel_distance(
+    real: np.ndarray,
+    fake: np.ndarray,
+    num_subsets: int = 10,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
   """(mean, standard deviation) of the unbiased MMD^2 over `num_subsets` random subsets
   of min(subset_size, len(real), len(fake)) rows of each [N, D] feature set."""
   real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
@@ -33,7 +41,11 @@ def kernel_distance(real: np.ndarray, fake: np.ndarray, num_subsets: int = 10,
   if size < 2:
     raise ValueError(f'Need at least 2 rows in each set; got {len(real)} and {len(fake)}.')
   rng = np.random.default_rng(seed)
-  values = [unbiased_mmd2(real[rng.choice(len(real), size, replace=False)],
-                          fake[rng.choice(len(fake), size, replace=False)])
-            for _ in range(num_subsets)]
+  values = [
+      unbiased_mmd2(
+          real[rng.choice(len(real), size, replace=False)],
+          fake[rng.choice(len(fake), size, replace=False)],
+      )
+      for _ in range(num_subsets)
+  ]
   return float(np.mean(values)), float(np.std(values))

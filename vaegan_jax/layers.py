@@ -60,7 +60,8 @@ class SubpixelConvTranspose(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   dtype: Any = None  # Computation dtype; None: the input's.
-  # As nn.Conv's: what computes the convolution (cpu/winograd.py's, injected by train_state.build_networks).
+  # As nn.Conv's: what computes the convolution (cpu/winograd.py's, injected by
+  # train_state.build_networks).
   conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
 
   @nn.compact
@@ -73,14 +74,18 @@ class SubpixelConvTranspose(nn.Module):
     padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # Index k is the zero tap.
     phases = padded[taps_h[:, :, None, None], taps_w[None, None, :, :]]  # [wh, sh, ww, sw, in, out]
     phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(
-        window_h, window_w, in_features, sh * sw * self.features)
+        window_h, window_w, in_features, sh * sw * self.features
+    )
     if self.dtype is not None:
       x = x.astype(self.dtype)
     batch, height, width, _ = x.shape
     y = self.conv_general_dilated(
-        x, phases.astype(x.dtype), window_strides=(1, 1),
+        x,
+        phases.astype(x.dtype),
+        window_strides=(1, 1),
         padding=((-low_h, window_h - 1 + low_h), (-low_w, window_w - 1 + low_w)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
     y = y.reshape(batch, height, width, sh, sw, self.features)
     y = y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height * sh, width * sw, self.features)
     if not self.use_bias:

@@ -33,8 +33,13 @@ def _batch_norm(train: bool, momentum: float, dtype: Any) -> nn.BatchNorm:
   passes, as PyTorch does: E[x^2] - E[x]^2 loses digits where a channel's mean is
   large against its spread (the digits' flat background), and with them the
   agreement of runs that sum in another order (1 and 8 devices)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                      dtype=dtype, use_fast_variance=False)
+  return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=momentum,
+      epsilon=1e-5,
+      dtype=dtype,
+      use_fast_variance=False,
+  )
 
 
 def decoder_plan(image_size: int, num_layers: int) -> tuple[int, tuple[int, ...]]:
@@ -74,9 +79,15 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     act = ACTIVATIONS[self.activation]
     for width in self.widths:
-      x = nn.Conv(width, (5, 5), strides=(2, 2), padding='SAME', dtype=self.dtype,
-                  use_bias=self.bias_before_norm,
-                  conv_general_dilated=self.conv_general_dilated)(x)
+      x = nn.Conv(
+          width,
+          (5, 5),
+          strides=(2, 2),
+          padding='SAME',
+          dtype=self.dtype,
+          use_bias=self.bias_before_norm,
+          conv_general_dilated=self.conv_general_dilated,
+      )(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.dense_width, dtype=self.dtype, use_bias=self.bias_before_norm)(x)
@@ -108,15 +119,21 @@ class Decoder(nn.Module):
   def __call__(self, z: jax.Array, train: bool) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     start, strides = decoder_plan(self.image_size, len(self.widths))
-    x = nn.Dense(start * start * self.widths[0], dtype=self.dtype,
-                 use_bias=self.bias_before_norm)(z)
+    x = nn.Dense(start * start * self.widths[0], dtype=self.dtype, use_bias=self.bias_before_norm)(
+        z
+    )
     x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = x.reshape((z.shape[0], start, start, self.widths[0]))
     kernel = (self.kernel_size, self.kernel_size)
     for width, stride in zip(self.widths, strides):
-      x = SubpixelConvTranspose(width, kernel, strides=(stride, stride), dtype=self.dtype,
-                                use_bias=self.bias_before_norm,
-                                conv_general_dilated=self.conv_general_dilated)(x)
+      x = SubpixelConvTranspose(
+          width,
+          kernel,
+          strides=(stride, stride),
+          dtype=self.dtype,
+          use_bias=self.bias_before_norm,
+          conv_general_dilated=self.conv_general_dilated,
+      )(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     x = SubpixelConvTranspose(self.num_channels, (5, 5), dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
@@ -148,9 +165,15 @@ class Discriminator(nn.Module):
     features = None
     for index, (width, stride) in enumerate(zip(self.widths, self.strides)):
       # The first block has no BatchNorm, as in DCGAN and the seed: it keeps its bias.
-      x = nn.Conv(width, (5, 5), strides=(stride, stride), padding='SAME', dtype=self.dtype,
-                  use_bias=self.bias_before_norm or index == 0,
-                  conv_general_dilated=self.conv_general_dilated)(x)
+      x = nn.Conv(
+          width,
+          (5, 5),
+          strides=(stride, stride),
+          padding='SAME',
+          dtype=self.dtype,
+          use_bias=self.bias_before_norm or index == 0,
+          conv_general_dilated=self.conv_general_dilated,
+      )(x)
       if index + 1 == self.disl_layer and self.disl_features == 'pre_norm':
         features = x
       if index > 0:
@@ -162,5 +185,7 @@ class Discriminator(nn.Module):
     x = nn.Dense(self.dense_width, dtype=self.dtype, use_bias=self.bias_before_norm)(x)
     x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
     logits = nn.Dense(1, dtype=self.dtype)(x)[:, 0]
-    return (logits.astype(jnp.float32),
-            features.reshape((features.shape[0], -1)).astype(jnp.float32))
+    return (
+        logits.astype(jnp.float32),
+        features.reshape((features.shape[0], -1)).astype(jnp.float32),
+    )

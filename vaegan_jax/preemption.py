@@ -29,8 +29,10 @@ class StopOnSignal:
     self.received = signal.Signals(signum).name
     if signum == signal.SIGINT:  # A second Ctrl-C interrupts whatever runs then.
       signal.signal(signal.SIGINT, signal.default_int_handler)
-      logging.warning('Ctrl-C: saving a checkpoint after this step, then stopping (press '
-                      'Ctrl-C again to stop without saving).')
+      logging.warning(
+          'Ctrl-C: saving a checkpoint after this step, then stopping (press '
+          'Ctrl-C again to stop without saving).'
+      )
 
   def requested(self, step: int) -> bool:
     """Whether to save and stop after `step`; with several processes, call at every step."""

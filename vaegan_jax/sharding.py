@@ -10,6 +10,5 @@ import jax
 
 def data_parallel_shardings() -> tuple[jax.NamedSharding, jax.NamedSharding]:
   """(replicated, split along the batch) over a 'data' mesh of every device of every process."""
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   return jax.NamedSharding(mesh, jax.P()), jax.NamedSharding(mesh, jax.P('data'))

@@ -23,5 +23,7 @@ def high_frequency_fraction(images: np.ndarray, cutoff: float = 0.125) -> np.nda
 
 def sharpness_ratio(samples: np.ndarray, real: np.ndarray, cutoff: float = 0.125) -> float:
   """Mean high-frequency fraction of samples over that of real images."""
-  return float(np.mean(high_frequency_fraction(samples, cutoff)) /
-               np.mean(high_frequency_fraction(real, cutoff)))
+  return float(
+      np.mean(high_frequency_fraction(samples, cutoff))
+      / np.mean(high_frequency_fraction(real, cutoff))
+  )

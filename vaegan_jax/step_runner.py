@@ -24,10 +24,16 @@ def steps_until_boundary(step: int, num_steps: int, config: ml_collections.Confi
   return max(1, min(config.steps_per_dispatch, boundary - step))
 
 
-def make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
-                      stored_images: np.ndarray | None, networks: train_state.Networks,
-                      optimizers: train_state.Optimizers, start_step: int,
-                      rows: tuple[int, int], base_rng: jax.Array):
+def make_step_runner(
+    config: ml_collections.ConfigDict,
+    builder: tfds.core.DatasetBuilder,
+    stored_images: np.ndarray | None,
+    networks: train_state.Networks,
+    optimizers: train_state.Optimizers,
+    start_step: int,
+    rows: tuple[int, int],
+    base_rng: jax.Array,
+):
   """run_steps(state, step, count) -> (state, metrics): `count` train steps from `step`.
 
   From `stored_images` kept on the devices (config.data_on_device, device_data.py),
@@ -37,17 +43,22 @@ def make_step_runner(config: ml_collections.ConfigDict, builder: tfds.core.Datas
   if stored_images is not None:
     images = device_data.put_on_devices(stored_images, replicated)
     scan = device_data.default_scan(data_sharding)
-    logging.info('Keeping the %d training images (%.1f MB) on the devices; %s.',
-                 images.shape[0], images.nbytes / 1e6,
-                 f'up to {config.steps_per_dispatch} steps per call' if scan else
-                 'one step per call on CPU (XLA:CPU runs convolutions in loops slowly)')
-    device_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding,
-                                                scan)
+    logging.info(
+        'Keeping the %d training images (%.1f MB) on the devices; %s.',
+        images.shape[0],
+        images.nbytes / 1e6,
+        f'up to {config.steps_per_dispatch} steps per call'
+        if scan
+        else 'one step per call on CPU (XLA:CPU runs convolutions in loops slowly)',
+    )
+    device_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan)
     return lambda state, step, count: device_steps(state, images, count)
 
   batches = input_pipeline.prefetch_to_device(
-      input_pipeline.train_batches(builder, config, start_step, rows), data_sharding,
-      config.batch_size)
+      input_pipeline.train_batches(builder, config, start_step, rows),
+      data_sharding,
+      config.batch_size,
+  )
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)
 
   def host_step(state, step, count):

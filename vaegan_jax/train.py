@@ -36,8 +36,15 @@ from vaegan_jax import step_runner
 from vaegan_jax import train_state
 from vaegan_jax.errors import ConfigError, Interrupted, NonFiniteError
 
-def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, step: int,
-                   samples: np.ndarray, real: np.ndarray, recons: np.ndarray | None) -> None:
+
+def _write_samples(
+    workdir: epath.Path,
+    writer: metric_writers.MetricWriter,
+    step: int,
+    samples: np.ndarray,
+    real: np.ndarray,
+    recons: np.ndarray | None,
+) -> None:
   """PNG grid [samples | real | reconstructions] and the same images in TensorBoard
   (a GAN, without an encoder, has no reconstructions: [samples | real])."""
   panels = [image_grid.grid(samples), image_grid.grid(real)]
@@ -51,8 +58,9 @@ def _write_samples(workdir: epath.Path, writer: metric_writers.MetricWriter, ste
   writer.write_images(step, images)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str | epath.PathLike) -> train_state.TrainState:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | epath.PathLike
+) -> train_state.TrainState:
   """Trains from scratch, or from the latest checkpoint in workdir; returns the final state."""
   config_checks.validate_config(config)
   directories.check_writable(workdir, 'workdir')
@@ -60,28 +68,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   builder = input_pipeline.get_builder(config)
   train_size = input_pipeline.num_examples(builder, config.train_split)
   if train_size < config.batch_size:
-    raise ConfigError(f'config.batch_size={config.batch_size}: larger than the '
-                      f'{train_size} examples of {config.dataset}:{config.train_split}.')
+    raise ConfigError(
+        f'config.batch_size={config.batch_size}: larger than the '
+        f'{train_size} examples of {config.dataset}:{config.train_split}.'
+    )
   steps_per_epoch = train_size // config.batch_size
   # Read (and checked to fit the devices) before anything is written to the workdir.
-  stored_images = (device_data.load_images(builder, config)
-                   if config.data_on_device else None)
-  num_steps = (config.num_train_steps if config.num_train_steps > 0
-               else int(config.num_epochs * steps_per_epoch))
+  stored_images = device_data.load_images(builder, config) if config.data_on_device else None
+  num_steps = (
+      config.num_train_steps
+      if config.num_train_steps > 0
+      else int(config.num_epochs * steps_per_epoch)
+  )
 
   replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch)
-  init = functools.partial(train_state.create_train_state, config=config, networks=networks,
-                           optimizers=optimizers)
+  init = functools.partial(
+      train_state.create_train_state, config=config, networks=networks, optimizers=optimizers
+  )
   state = jax.jit(init, out_shardings=replicated)(jax.random.PRNGKey(config.seed))
 
   is_chief = jax.process_index() == 0  # Only process 0 writes logs, images and config.json.
   directories.make_directory(workdir, 'workdir')
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   checkpointing.check_config(workdir, config, has_checkpoint=manager.latest_step() is not None)
-  state = checkpointing.restore_latest(manager, state, config.checkpoint_fallback,
-                                       config.restore_step)
+  state = checkpointing.restore_latest(
+      manager, state, config.checkpoint_fallback, config.restore_step
+  )
   start_step = int(state.step)
   if config.restore_step:
     moved = checkpointing.set_aside_after(manager, start_step) if is_chief else []
@@ -89,28 +103,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       multihost_utils.sync_global_devices('checkpoints set aside')
       manager.reload()
     if moved:
-      logging.warning('Rewound to step %d; moved the newer checkpoints to %s.', start_step,
-                      ', '.join(map(str, moved)))
+      logging.warning(
+          'Rewound to step %d; moved the newer checkpoints to %s.',
+          start_step,
+          ', '.join(map(str, moved)),
+      )
   if is_chief:  # Only once the restore succeeded: a failed resume leaves config.json as it was.
     checkpointing.write_config(workdir, config)
   writer = metric_writers.AsyncMultiWriter(
-      [metric_writers.SummaryWriter(str(workdir))] if is_chief else [])
+      [metric_writers.SummaryWriter(str(workdir))] if is_chief else []
+  )
   if start_step:
     logging.info('Resuming from the checkpoint of step %d in %s.', start_step, workdir)
   rows = input_pipeline.process_rows(data_sharding, config.batch_size)
-  logging.info('Training %s for %d steps (%d per epoch), batch %d on %d device(s)%s.',
-               config.dataset, num_steps, steps_per_epoch, config.batch_size,
-               jax.device_count(), f' of {jax.process_count()} processes (this one, '
-               f'{jax.process_index()}, feeds rows {rows[0]}:{rows[1]})'
-               if jax.process_count() > 1 else '')
+  logging.info(
+      'Training %s for %d steps (%d per epoch), batch %d on %d device(s)%s.',
+      config.dataset,
+      num_steps,
+      steps_per_epoch,
+      config.batch_size,
+      jax.device_count(),
+      f' of {jax.process_count()} processes (this one, '
+      f'{jax.process_index()}, feeds rows {rows[0]}:{rows[1]})'
+      if jax.process_count() > 1
+      else '',
+  )
 
   # A host copy of the state's key (the state is donated every step): step keys fold in the step.
   base_rng = jax.device_get(state.rng)
-  run_steps = step_runner.make_step_runner(config, builder, stored_images, networks, optimizers,
-                                start_step, rows, base_rng)
+  run_steps = step_runner.make_step_runner(
+      config, builder, stored_images, networks, optimizers, start_step, rows, base_rng
+  )
   all_finite = jax.jit(train_state.all_finite)
-  fixed_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
-                              (config.num_sample_images, config.networks.latent_dim))
+  fixed_z = jax.random.normal(
+      jax.random.PRNGKey(config.seed + 1), (config.num_sample_images, config.networks.latent_dim)
+  )
   fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
 
   # Loaded (or trained) at the first evaluation, then kept.
@@ -118,12 +145,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   def evaluate(state):
     step = int(state.step)
-    metrics = evaluation.evaluate(inference.from_train_state(config, state), builder,
-                                  classifier(), jax.random.PRNGKey(config.seed + 2))
+    metrics = evaluation.evaluate(
+        inference.from_train_state(config, state),
+        builder,
+        classifier(),
+        jax.random.PRNGKey(config.seed + 2),
+    )
     if is_chief:
       evaluation.write_metrics(workdir, step, metrics, writer)
-      logging.info('Evaluation at step %d: %s', step, ', '.join(
-          f'{k} {v:.4g}' for k, v in metrics.items() if not k.startswith('num_')))
+      logging.info(
+          'Evaluation at step %d: %s',
+          step,
+          ', '.join(f'{k} {v:.4g}' for k, v in metrics.items() if not k.startswith('num_')),
+      )
 
   def save_checkpoint_and_samples(state):
     step = int(state.step)
@@ -132,15 +166,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f'Step {step}: the parameters (or optimizer or BatchNorm state) hold NaN or Inf, so '
           'this state was not saved; the latest checkpoint is '
           f'{"step " + str(manager.latest_step()) if manager.latest_step() else "none"}. A lower '
-          '--config.optim.learning_rate may avoid the overflow.')
+          '--config.optim.learning_rate may avoid the overflow.'
+      )
     checkpointing.save(manager, state)
     model = inference.Model(config, networks, train_state.eval_variables(state), step)
     samples = jax.device_get(inference.decode(model, fixed_z))
-    recons = (jax.device_get(inference.reconstruct(model, fixed_real))
-              if networks.encoder is not None else None)
+    recons = (
+        jax.device_get(inference.reconstruct(model, fixed_real))
+        if networks.encoder is not None
+        else None
+    )
     if recons is not None:
-      writer.write_scalars(step, {'eval/reconstruction_mse': float(
-          np.mean(np.square(recons - fixed_real[:len(recons)])))})
+      writer.write_scalars(
+          step,
+          {
+              'eval/reconstruction_mse': float(
+                  np.mean(np.square(recons - fixed_real[: len(recons)]))
+              )
+          },
+      )
     if is_chief:
       _write_samples(workdir, writer, step, samples, fixed_real, recons)
 
@@ -163,14 +207,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       interval_steps += count
       if step == start_step:
         jax.block_until_ready(state)
-        logging.info('First %s (compilation included) took %.1f s.',
-                     'step' if count == 1 else f'{count} steps', time.perf_counter() - interval_start)
+        logging.info(
+            'First %s (compilation included) took %.1f s.',
+            'step' if count == 1 else f'{count} steps',
+            time.perf_counter() - interval_start,
+        )
         interval_start, interval_steps = time.perf_counter(), 0
       step = done
       if done % config.log_every_steps == 0 or done == num_steps:
-        summary = {k: float(v) for k, v in jax.tree.map(
-            lambda *xs: jnp.mean(jnp.concatenate([jnp.atleast_1d(x) for x in xs])),
-            *pending_metrics).items()}
+        summary = {
+            k: float(v)
+            for k, v in jax.tree.map(
+                lambda *xs: jnp.mean(jnp.concatenate([jnp.atleast_1d(x) for x in xs])),
+                *pending_metrics,
+            ).items()
+        }
         pending_metrics = []
         # Nothing timed when the first (compiling) dispatch reaches a log step by itself.
         seconds_per_step = images_per_second = None
@@ -180,18 +231,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           summary['images_per_second'] = images_per_second
         writer.write_scalars(done, summary)
         if is_chief:
-          logging.info(progress.progress_line(done, num_steps, summary, images_per_second,
-                                     seconds_per_step))
+          logging.info(
+              progress.progress_line(done, num_steps, summary, images_per_second, seconds_per_step)
+          )
         interval_start, interval_steps = time.perf_counter(), 0
       if done % config.checkpoint_every_steps == 0 or done == num_steps or stopping:
-        nonfinite.check_finite(*unchecked, config.on_nonfinite, manager, start_step)  # Never save it.
+        nonfinite.check_finite(
+            *unchecked, config.on_nonfinite, manager, start_step
+        )  # Never save it.
         unchecked = None
         save_checkpoint_and_samples(state)
       if config.eval.every_steps and (done % config.eval.every_steps == 0 or done == num_steps):
         evaluate(state)
       if stopping:
-        message = (f'{stop.received}: saved the checkpoint of step {done} and stopped. Re-run '
-                   'the same command to resume.')
+        message = (
+            f'{stop.received}: saved the checkpoint of step {done} and stopped. Re-run '
+            'the same command to resume.'
+        )
         if stop.received == 'SIGINT':
           raise Interrupted(message)
         logging.warning(message)

@@ -29,7 +29,6 @@ AVERAGED = ('encoder', 'decoder')  # The networks whose weights config.ema_decay
 VARIABLES = ('params', 'batch_stats')  # What a network needs in evaluation mode.
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """What a model trains: which loss term updates which network, and how.
@@ -43,6 +42,7 @@ class ModelSpec:
   `fakes`: the generated images Dis learns to reject ('recon', 'prior'), or None
   for config.loss.discriminator_fakes' choice.
   """
+
   losses: dict[str, dict[str, float | str]]
   likelihood: str | None
   fakes: tuple[str, ...] | None
@@ -62,16 +62,30 @@ _DISCRIMINATOR = {'gan_discriminator': 1.0}
 # The paper's comparison (Larsen et al. 2016, Figure 3, Table 1); adding a model is one
 # entry here.
 MODELS = {
-    'vae': ModelSpec({'encoder': _ENCODER, 'decoder': {'llike': 1.0}},
-                     likelihood='pixels', fakes=()),
+    'vae': ModelSpec(
+        {'encoder': _ENCODER, 'decoder': {'llike': 1.0}}, likelihood='pixels', fakes=()
+    ),
     # The VAE with Dis_l of a jointly trained Dis, no GAN term for Dec.
-    'vae_disl': ModelSpec({'encoder': _ENCODER, 'decoder': {'llike': 1.0},
-                           'discriminator': _DISCRIMINATOR}, likelihood='dis_l', fakes=None),
+    'vae_disl': ModelSpec(
+        {'encoder': _ENCODER, 'decoder': {'llike': 1.0}, 'discriminator': _DISCRIMINATOR},
+        likelihood='dis_l',
+        fakes=None,
+    ),
     # Dec as the generator of prior samples, no encoder.
-    'gan': ModelSpec({'decoder': {'gan_decoder': 1.0}, 'discriminator': _DISCRIMINATOR},
-                     likelihood=None, fakes=('prior',)),
-    'vaegan': ModelSpec({'encoder': _ENCODER, 'decoder': {'llike': 'gamma', 'gan_decoder': 1.0},
-                         'discriminator': _DISCRIMINATOR}, likelihood='dis_l', fakes=None),
+    'gan': ModelSpec(
+        {'decoder': {'gan_decoder': 1.0}, 'discriminator': _DISCRIMINATOR},
+        likelihood=None,
+        fakes=('prior',),
+    ),
+    'vaegan': ModelSpec(
+        {
+            'encoder': _ENCODER,
+            'decoder': {'llike': 'gamma', 'gan_decoder': 1.0},
+            'discriminator': _DISCRIMINATOR,
+        },
+        likelihood='dis_l',
+        fakes=None,
+    ),
 }
 
 
@@ -111,15 +125,19 @@ def network_variables(network: NetworkState) -> dict[str, Any]:
 def eval_variables(state: TrainState, use_ema: bool = True) -> dict[str, dict[str, Any]]:
   """{network: {'params', 'batch_stats'}} to run the networks in evaluation mode with:
   the moving averages where the state has them (and `use_ema`), else the weights."""
-  variables = {name: network_variables(getattr(state, name)) for name in NETWORKS
-               if getattr(state, name) is not None}
+  variables = {
+      name: network_variables(getattr(state, name))
+      for name in NETWORKS
+      if getattr(state, name) is not None
+  }
   if use_ema and state.ema is not None:
     variables.update(state.ema)
   return variables
 
 
-def update_ema(ema: dict[str, dict[str, Any]], state: TrainState, step: jax.Array,
-               decay: float) -> dict[str, dict[str, Any]]:
+def update_ema(
+    ema: dict[str, dict[str, Any]], state: TrainState, step: jax.Array, decay: float
+) -> dict[str, dict[str, Any]]:
   """The moving average after `step` (counted from 0), moved towards `state`'s weights.
   The effective decay grows as min(decay, (1 + step) / (10 + step)), so early weights
   fade out fast."""
@@ -131,8 +149,15 @@ def update_ema(ema: dict[str, dict[str, Any]], state: TrainState, step: jax.Arra
 
 def all_finite(tree: Any) -> jax.Array:
   """Whether every floating-point array of `tree` is free of NaN and Inf."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+  return jnp.all(
+      jnp.stack(
+          [
+              jnp.all(jnp.isfinite(x))
+              for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)
+          ]
+      )
+  )
 
 
 class Networks(NamedTuple):
@@ -154,23 +179,43 @@ def _only_used(config: ml_collections.ConfigDict, built: dict[str, Any]) -> dict
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
   m = config.networks
-  common = dict(activation=m.activation, batch_norm_momentum=m.batch_norm_momentum,
-                bias_before_norm=m.bias_before_norm,
-                dtype=jnp.dtype(config.dtype),
-                conv_general_dilated=(winograd.conv_general_dilated if config.cpu_winograd
-                                      else jax.lax.conv_general_dilated))
-  return Networks(**_only_used(config, dict(
-      encoder=models.Encoder(
-          latent_dim=m.latent_dim, widths=tuple(m.encoder_widths),
-          dense_width=m.encoder_dense_width, **common),
-      decoder=models.Decoder(
-          image_size=config.image_size, num_channels=config.num_channels,
-          widths=tuple(m.decoder_widths), kernel_size=m.decoder_kernel_size, **common),
-      discriminator=models.Discriminator(
-          widths=tuple(m.discriminator_widths), strides=tuple(m.discriminator_strides),
-          dense_width=m.discriminator_dense_width, disl_layer=m.disl_layer,
-          disl_features=m.disl_features, **common),
-  )))
+  common = dict(
+      activation=m.activation,
+      batch_norm_momentum=m.batch_norm_momentum,
+      bias_before_norm=m.bias_before_norm,
+      dtype=jnp.dtype(config.dtype),
+      conv_general_dilated=(
+          winograd.conv_general_dilated if config.cpu_winograd else jax.lax.conv_general_dilated
+      ),
+  )
+  return Networks(
+      **_only_used(
+          config,
+          dict(
+              encoder=models.Encoder(
+                  latent_dim=m.latent_dim,
+                  widths=tuple(m.encoder_widths),
+                  dense_width=m.encoder_dense_width,
+                  **common,
+              ),
+              decoder=models.Decoder(
+                  image_size=config.image_size,
+                  num_channels=config.num_channels,
+                  widths=tuple(m.decoder_widths),
+                  kernel_size=m.decoder_kernel_size,
+                  **common,
+              ),
+              discriminator=models.Discriminator(
+                  widths=tuple(m.discriminator_widths),
+                  strides=tuple(m.discriminator_strides),
+                  dense_width=m.discriminator_dense_width,
+                  disl_layer=m.disl_layer,
+                  disl_features=m.disl_features,
+                  **common,
+              ),
+          ),
+      )
+  )
 
 
 def build_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Optimizers:
@@ -179,17 +224,23 @@ def build_optimizers(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
 
   def rmsprop(multiplier: float) -> optax.GradientTransformation:
     learning_rate = optax.exponential_decay(
-        o.learning_rate * multiplier, transition_steps=steps_per_epoch,
-        decay_rate=o.lr_decay_per_epoch, staircase=True)
-    return optax.rmsprop(learning_rate, decay=o.rmsprop_decay, eps=o.rmsprop_eps,
-                         eps_in_sqrt=o.eps_in_sqrt)
+        o.learning_rate * multiplier,
+        transition_steps=steps_per_epoch,
+        decay_rate=o.lr_decay_per_epoch,
+        staircase=True,
+    )
+    return optax.rmsprop(
+        learning_rate, decay=o.rmsprop_decay, eps=o.rmsprop_eps, eps_in_sqrt=o.eps_in_sqrt
+    )
 
-  return Optimizers(**_only_used(config, {
-      name: rmsprop(o[f'{name}_lr_mult']) for name in NETWORKS}))
+  return Optimizers(
+      **_only_used(config, {name: rmsprop(o[f'{name}_lr_mult']) for name in NETWORKS})
+  )
 
 
-def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict,
-                       networks: Networks, optimizers: Optimizers) -> TrainState:
+def create_train_state(
+    rng: jax.Array, config: ml_collections.ConfigDict, networks: Networks, optimizers: Optimizers
+) -> TrainState:
   """Initial state; pure, so it can be jitted straight onto devices or eval_shape'd."""
   init_rng, state_rng = jax.random.split(rng)
   image = jnp.zeros((1, config.image_size, config.image_size, config.num_channels))
@@ -202,10 +253,15 @@ def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict,
     variables = getattr(networks, name).init(key, inputs[name], train=False)
     params = variables['params']
     network_states[name] = NetworkState(
-        params=params, batch_stats=variables['batch_stats'],
-        opt_state=getattr(optimizers, name).init(params))
+        params=params,
+        batch_stats=variables['batch_stats'],
+        opt_state=getattr(optimizers, name).init(params),
+    )
   ema = None
   if config.ema_decay > 0:
-    ema = {name: network_variables(network_states[name]) for name in AVERAGED
-           if network_states[name] is not None}
+    ema = {
+        name: network_variables(network_states[name])
+        for name in AVERAGED
+        if network_states[name] is not None
+    }
   return TrainState(step=jnp.zeros((), jnp.int32), rng=state_rng, ema=ema, **network_states)

@@ -32,8 +32,9 @@ FAKES = ('recon', 'prior')
 
 
 def _apply_train(module, params, batch_stats, inputs):
-  outputs, mutated = module.apply({'params': params, 'batch_stats': batch_stats}, inputs,
-                                  train=True, mutable=['batch_stats'])
+  outputs, mutated = module.apply(
+      {'params': params, 'batch_stats': batch_stats}, inputs, train=True, mutable=['batch_stats']
+  )
   return outputs, mutated['batch_stats']
 
 
@@ -46,7 +47,7 @@ def _run_batches(module, params, batch_stats, inputs: list[jax.Array], batches: 
   """
   if batches == 'joint':
     outputs, batch_stats = _apply_train(module, params, batch_stats, jnp.concatenate(inputs))
-    splits = [sum(x.shape[0] for x in inputs[:i + 1]) for i in range(len(inputs) - 1)]
+    splits = [sum(x.shape[0] for x in inputs[: i + 1]) for i in range(len(inputs) - 1)]
     per_input = jax.tree.map(lambda y: jnp.split(y, splits), outputs)
     if isinstance(outputs, tuple):
       return [tuple(parts) for parts in zip(*per_input)], batch_stats
@@ -64,8 +65,14 @@ def _rejected_fakes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   if fixed is not None:
     return fixed
   choice = config.loss.discriminator_fakes
-  return tuple(name for name, chosen in (('recon', choice in ('reconstructions', 'both')),
-                                         ('prior', choice in ('prior', 'both'))) if chosen)
+  return tuple(
+      name
+      for name, chosen in (
+          ('recon', choice in ('reconstructions', 'both')),
+          ('prior', choice in ('prior', 'both')),
+      )
+      if chosen
+  )
 
 
 def uses_prior_samples(config: ml_collections.ConfigDict) -> bool:
@@ -84,9 +91,14 @@ def judged_batches(term: str, config: ml_collections.ConfigDict) -> tuple[str, .
   return ()
 
 
-def generate(networks: Networks, config: ml_collections.ConfigDict,
-             params: dict[str, Any], batch_stats: dict[str, Any], images: jax.Array,
-             rng: jax.Array) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+def generate(
+    networks: Networks,
+    config: ml_collections.ConfigDict,
+    params: dict[str, Any],
+    batch_stats: dict[str, Any],
+    images: jax.Array,
+    rng: jax.Array,
+) -> tuple[dict[str, jax.Array], dict[str, Any]]:
   """Enc and Dec in training mode: mu, logvar and the fakes (FAKES) the model makes.
 
   Returns the outputs and the new BatchNorm statistics of the networks it ran.
@@ -97,15 +109,20 @@ def generate(networks: Networks, config: ml_collections.ConfigDict,
   new_stats, outputs, latents = {}, {}, []
   if 'encoder' in used:
     (mu, logvar), new_stats['encoder'] = _apply_train(
-        networks.encoder, params['encoder'], batch_stats['encoder'], images)
+        networks.encoder, params['encoder'], batch_stats['encoder'], images
+    )
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(noise_rng, mu.shape, mu.dtype)
     outputs.update(mu=mu, logvar=logvar)
     latents.append(z)
   if uses_prior_samples(config):
     latents.append(jax.random.normal(prior_rng, latent_shape, images.dtype))
   decoded, new_stats['decoder'] = _run_batches(
-      networks.decoder, params['decoder'], batch_stats['decoder'], latents,
-      config.loss.decoder_batches)
+      networks.decoder,
+      params['decoder'],
+      batch_stats['decoder'],
+      latents,
+      config.loss.decoder_batches,
+  )
   if 'encoder' in used:
     outputs['recon'] = decoded[0]
   if uses_prior_samples(config):
@@ -113,17 +130,26 @@ def generate(networks: Networks, config: ml_collections.ConfigDict,
   return outputs, new_stats
 
 
-def judge(networks: Networks, config: ml_collections.ConfigDict, params: Any,
-          batch_stats: Any, images: jax.Array, fakes: dict[str, jax.Array]
-          ) -> tuple[dict[str, jax.Array], Any]:
+def judge(
+    networks: Networks,
+    config: ml_collections.ConfigDict,
+    params: Any,
+    batch_stats: Any,
+    images: jax.Array,
+    fakes: dict[str, jax.Array],
+) -> tuple[dict[str, jax.Array], Any]:
   """Dis in training mode on the real images and the fakes: logits and Dis_l features.
 
   Returns the outputs and Dis's new BatchNorm statistics.
   """
   names = [name for name in FAKES if name in fakes]
   judged, new_stats = _run_batches(
-      networks.discriminator, params, batch_stats, [images] + [fakes[n] for n in names],
-      config.loss.discriminator_batches)
+      networks.discriminator,
+      params,
+      batch_stats,
+      [images] + [fakes[n] for n in names],
+      config.loss.discriminator_batches,
+  )
   outputs = {'real_logits': judged[0][0], 'real_features': judged[0][1]}
   for name, (logits, features) in zip(names, judged[1:]):
     outputs[f'{name}_logits'] = logits
@@ -139,13 +165,18 @@ def loss_weights(config: ml_collections.ConfigDict) -> dict[str, dict[str, float
   The one definition of the losses' make-up: their values and compute_gradients'
   sharing of work between them both read it.
   """
-  return {network: {term: config.loss[weight] if isinstance(weight, str) else weight
-                    for term, weight in terms.items()}
-          for network, terms in model_spec(config).losses.items()}
+  return {
+      network: {
+          term: config.loss[weight] if isinstance(weight, str) else weight
+          for term, weight in terms.items()
+      }
+      for network, terms in model_spec(config).losses.items()
+  }
 
 
-def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
-                   config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+def compute_losses(
+    outputs: dict[str, jax.Array], images: jax.Array, config: ml_collections.ConfigDict
+) -> dict[str, jax.Array]:
   """The loss terms (see loss_weights), each used network's loss, and Dis's costs."""
   spec, loss = model_spec(config), config.loss
   terms = {}
@@ -154,16 +185,18 @@ def compute_losses(outputs: dict[str, jax.Array], images: jax.Array,
   if spec.likelihood == 'pixels':
     terms['llike'] = losses.feature_likelihood_loss(outputs['recon'], images)
   elif spec.likelihood == 'dis_l':
-    terms['llike'] = losses.feature_likelihood_loss(outputs['recon_features'],
-                                                    outputs['real_features'])
+    terms['llike'] = losses.feature_likelihood_loss(
+        outputs['recon_features'], outputs['real_features']
+    )
   if 'discriminator' in spec.networks:
     fake_logits = [outputs[f'{name}_logits'] for name in _rejected_fakes(config)]
     terms['gan_discriminator'] = losses.discriminator_loss(outputs['real_logits'], fake_logits)
     terms['real_cost'] = losses.bce_real(outputs['real_logits'])
-    terms['fake_cost'] = sum(losses.bce_fake(l) for l in fake_logits) / len(fake_logits)
+    terms['fake_cost'] = sum(losses.bce_fake(x) for x in fake_logits) / len(fake_logits)
   if spec.decoder_plays_gan:
     terms['gan_decoder'] = losses.generator_loss(
-        fake_logits, saturating=loss.decoder_gan_loss == 'saturating')
+        fake_logits, saturating=loss.decoder_gan_loss == 'saturating'
+    )
   for network, weights in loss_weights(config).items():
     terms[network] = sum(weight * terms[term] for term, weight in weights.items())
   return terms
@@ -178,13 +211,20 @@ def reuses_dis_gradient_for_gan_decoder(config: ml_collections.ConfigDict) -> bo
   that Dis's own loss pulls back to the fakes serves Dec, negated, and Dec's GAN
   term needs no pull-back through Dis of its own.
   """
-  return (model_spec(config).decoder_plays_gan
-          and config.loss.discriminator_batches == 'separate'
-          and config.loss.decoder_gan_loss == 'saturating')
+  return (
+      model_spec(config).decoder_plays_gan
+      and config.loss.discriminator_batches == 'separate'
+      and config.loss.decoder_gan_loss == 'saturating'
+  )
 
 
-def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
-                      state: TrainState, images: jax.Array, rng: jax.Array):
+def compute_gradients(
+    networks: Networks,
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    images: jax.Array,
+    rng: jax.Array,
+):
   """Gradient of each used network's loss with respect to its own parameters.
 
   One forward pass, in two stages with a vector-Jacobian product each: Enc and
@@ -206,36 +246,46 @@ def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
   generators = [name for name in used if name != 'discriminator']
   gen_outputs, gen_pull_back, new_stats = jax.vjp(
       lambda p: generate(networks, config, p, batch_stats, images, rng),
-      {name: params[name] for name in generators}, has_aux=True)
+      {name: params[name] for name in generators},
+      has_aux=True,
+  )
   outputs = dict(gen_outputs)
   fakes = {name: gen_outputs[name] for name in FAKES if name in gen_outputs}
   if 'discriminator' in used:
     dis_outputs, dis_pull_back, new_stats['discriminator'] = jax.vjp(
         lambda p, f: judge(networks, config, p, batch_stats['discriminator'], images, f),
-        params['discriminator'], fakes, has_aux=True)
+        params['discriminator'],
+        fakes,
+        has_aux=True,
+    )
     outputs.update(dis_outputs)
   # Each term's gradient with respect to all outputs, once.
   needed = {term for network_weights in weights.values() for term in network_weights}
-  gradients = {term: jax.grad(lambda o, t=term: compute_losses(o, images, config)[t])(outputs)
-               for term in needed}
+  gradients = {
+      term: jax.grad(lambda o, t=term: compute_losses(o, images, config)[t])(outputs)
+      for term in needed
+  }
 
   grads, at_fakes = {}, {}
   if 'discriminator' in used:
     reuse = reuses_dis_gradient_for_gan_decoder(config)
     joint = config.loss.discriminator_batches == 'joint'
-    judged_terms = [term for term in ('gan_discriminator', 'llike', 'gan_decoder')
-                    if term in needed and not (term == 'gan_decoder' and reuse)]
+    judged_terms = [
+        term
+        for term in ('gan_discriminator', 'llike', 'gan_decoder')
+        if term in needed and not (term == 'gan_decoder' and reuse)
+    ]
     dis_grads = []
     for term in judged_terms:
-      term_dis_grads, term_at_fakes = dis_pull_back(
-          {k: gradients[term][k] for k in dis_outputs})
+      term_dis_grads, term_at_fakes = dis_pull_back({k: gradients[term][k] for k in dis_outputs})
       # Separate BatchNorm batches are independent: a fake whose outputs the term
       # does not read gets no gradient, so XLA drops that part of the pull-back
       # (it cannot tell that it pulls back zeros).
       read = judged_batches(term, config)
       at_fakes[term] = {
           name: g if joint or name in read else jnp.zeros_like(g)
-          for name, g in term_at_fakes.items()}
+          for name, g in term_at_fakes.items()
+      }
       if term in weights['discriminator']:
         weight = weights['discriminator'][term]
         dis_grads.append(jax.tree.map(lambda g, w=weight: w * g, term_dis_grads))
@@ -253,8 +303,9 @@ def compute_gradients(networks: Networks, config: ml_collections.ConfigDict,
   return grads, compute_losses(outputs, images, config), outputs, new_stats
 
 
-def equilibrium_gates(real_cost: jax.Array, fake_cost: jax.Array, equilibrium: float,
-                      margin: float) -> tuple[jax.Array, jax.Array]:
+def equilibrium_gates(
+    real_cost: jax.Array, fake_cost: jax.Array, equilibrium: float, margin: float
+) -> tuple[jax.Array, jax.Array]:
   """The paper code's balancing: (update Dis?, update Dec?).
 
   Dis pauses while it is too good (a cost below equilibrium - margin), Dec while
@@ -266,9 +317,13 @@ def equilibrium_gates(real_cost: jax.Array, fake_cost: jax.Array, equilibrium: f
   return update_dis | neither, update_dec | neither
 
 
-def _update_network(network: NetworkState, grads: Any, batch_stats: Any,
-                    optimizer: optax.GradientTransformation,
-                    enabled: jax.Array | bool) -> NetworkState:
+def _update_network(
+    network: NetworkState,
+    grads: Any,
+    batch_stats: Any,
+    optimizer: optax.GradientTransformation,
+    enabled: jax.Array | bool,
+) -> NetworkState:
   updates, opt_state = optimizer.update(grads, network.opt_state, network.params)
   updated = NetworkState(optax.apply_updates(network.params, updates), batch_stats, opt_state)
   if enabled is True:
@@ -279,22 +334,35 @@ def _update_network(network: NetworkState, grads: Any, batch_stats: Any,
 
 
 # The loss terms whose finiteness the step checks, with the names the user reads.
-FINITE_CHECKS = {'kl': 'KL (L_prior)', 'llike': 'L_llike', 'gan_decoder': "L_GAN (decoder's)",
-                 'loss/discriminator': "L_GAN (discriminator's cross-entropy)"}
+FINITE_CHECKS = {
+    'kl': 'KL (L_prior)',
+    'llike': 'L_llike',
+    'gan_decoder': "L_GAN (decoder's)",
+    'loss/discriminator': "L_GAN (discriminator's cross-entropy)",
+}
 
 
 # Everything the step checks, in the order an error message lists it.
-CHECKED_TERMS = (*FINITE_CHECKS, *(f'gradient/{name}' for name in NETWORKS),
-                 *(f'batch_stats/{name}' for name in NETWORKS))
+CHECKED_TERMS = (
+    *FINITE_CHECKS,
+    *(f'gradient/{name}' for name in NETWORKS),
+    *(f'batch_stats/{name}' for name in NETWORKS),
+)
 
 
 def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Networks,
-               optimizers: Optimizers,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    networks: Networks,
+    optimizers: Optimizers,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, Metrics]:
   """One update of the model's networks on a batch of images in [-1, 1].
 
   A step whose losses or gradients are not all finite leaves the networks as they
@@ -303,50 +371,64 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, networks: Net
   """
   used, loss = used_networks(config), config.loss
   grads, all_losses, outputs, new_stats = compute_gradients(
-      networks, config, state, batch['image'], rng)
+      networks, config, state, batch['image'], rng
+  )
   enabled = dict.fromkeys(used, True)
   if loss.equilibrium_gating and 'discriminator' in used:
     update_dis, update_dec = equilibrium_gates(
-        all_losses['real_cost'], all_losses['fake_cost'], loss.equilibrium, loss.margin)
+        all_losses['real_cost'], all_losses['fake_cost'], loss.equilibrium, loss.margin
+    )
     enabled['discriminator'] = update_dis
     if 'gan_decoder' in all_losses:  # Only a decoder that plays the GAN game is held back.
       enabled['decoder'] = update_dec
   new_networks = {
-      name: _update_network(getattr(state, name), grads[name], new_stats[name],
-                            getattr(optimizers, name), enabled[name])
-      for name in used}
+      name: _update_network(
+          getattr(state, name),
+          grads[name],
+          new_stats[name],
+          getattr(optimizers, name),
+          enabled[name],
+      )
+      for name in used
+  }
   metrics = {f'loss/{name}': all_losses[name] for name in used}
-  metrics.update({name: all_losses[name] for name in ('kl', 'llike', 'gan_decoder')
-                  if name in all_losses})
-  for key, logits in (('d_real', 'real_logits'), ('d_recon', 'recon_logits'),
-                      ('d_prior', 'prior_logits')):
+  metrics.update(
+      {name: all_losses[name] for name in ('kl', 'llike', 'gan_decoder') if name in all_losses}
+  )
+  for key, logits in (
+      ('d_real', 'real_logits'),
+      ('d_recon', 'recon_logits'),
+      ('d_prior', 'prior_logits'),
+  ):
     if logits in outputs:
       metrics[key] = jnp.mean(jax.nn.sigmoid(outputs[logits]))
   for name in ('discriminator', 'decoder'):
     if name in used:
       metrics[f'skipped/{name}'] = 1.0 - jnp.asarray(enabled[name], jnp.float32)
 
-  finite = {term: jnp.all(jnp.isfinite(metrics[term])) for term in FINITE_CHECKS
-            if term in metrics}
+  finite = {term: jnp.all(jnp.isfinite(metrics[term])) for term in FINITE_CHECKS if term in metrics}
   finite.update({f'gradient/{name}': _all_finite(grads[name]) for name in used})
   finite.update({f'batch_stats/{name}': _all_finite(new_stats[name]) for name in used})
   all_finite = jnp.all(jnp.stack(list(finite.values())))
-  metrics.update({f'nonfinite/{term}': 1.0 - ok.astype(jnp.float32)
-                  for term, ok in finite.items()})
+  metrics.update({f'nonfinite/{term}': 1.0 - ok.astype(jnp.float32) for term, ok in finite.items()})
   metrics['nonfinite'] = 1.0 - all_finite.astype(jnp.float32)
-  new_networks = jax.tree.map(lambda new, old: jnp.where(all_finite, new, old), new_networks,
-                              {name: getattr(state, name) for name in used})
+  new_networks = jax.tree.map(
+      lambda new, old: jnp.where(all_finite, new, old),
+      new_networks,
+      {name: getattr(state, name) for name in used},
+  )
   new_state = state.replace(step=state.step + 1, **new_networks)
   if state.ema is not None:  # A skipped, non-finite step leaves the average as it was.
     ema = update_ema(state.ema, new_state, state.step, config.ema_decay)
-    new_state = new_state.replace(ema=jax.tree.map(
-        lambda new, old: jnp.where(all_finite, new, old), ema, state.ema))
+    new_state = new_state.replace(
+        ema=jax.tree.map(lambda new, old: jnp.where(all_finite, new, old), ema, state.ema)
+    )
   return new_state, metrics
 
 
-def make_train_step(config: ml_collections.ConfigDict, networks: Networks,
-                    optimizers: Optimizers) -> Callable[[TrainState, Batch, jax.Array],
-                                                        tuple[TrainState, Metrics]]:
+def make_train_step(
+    config: ml_collections.ConfigDict, networks: Networks, optimizers: Optimizers
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
   """The jitted step; the state argument is donated, so its buffers are reused."""
   step = functools.partial(train_step, networks=networks, optimizers=optimizers, config=config)
   return jax.jit(step, donate_argnums=0)

@@ -40,5 +40,6 @@ def count_ynnpack_convolutions(hlo_text: str) -> int:
     elif name is not None:
       bodies[name].append(line)
   ynn_fusions = re.findall(r'calls=%([^,\s]+), .*"kind":"__ynn_fusion"', hlo_text)
-  return sum(any(' convolution(' in line for line in bodies.get(called, ()))
-             for called in ynn_fusions)
+  return sum(
+      any(' convolution(' in line for line in bodies.get(called, ())) for called in ynn_fusions
+  )

@@ -31,12 +31,29 @@ import numpy as np
 
 # F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity: input, kernel
 # and output transforms (Lavin & Gray 2016, section 4.2).
-_INPUT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                   [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]])
-_KERNEL = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                    [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
-_OUTPUT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
-                    [0, 1, -1, 8, -8, 1]])
+_INPUT = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ]
+)
+_KERNEL = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
+_OUTPUT = np.array(
+    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+)
 _TILE = 4  # Output pixels per tile side; input tiles are _TILE + 2 wide and overlap by 2.
 _POINTS = _TILE + 2
 
@@ -63,9 +80,9 @@ def _input_tiles(x: jax.Array) -> jax.Array:
   n, h, w, c = x.shape
   tiles_h, tiles_w = _num_tiles(h), _num_tiles(w)
   x = jnp.pad(x, ((0, 0), (1, tiles_h * _TILE + 1 - h), (1, tiles_w * _TILE + 1 - w), (0, 0)))
-  rows = jnp.stack([x[:, i:i + _TILE * tiles_h:_TILE] for i in range(_POINTS)])
+  rows = jnp.stack([x[:, i : i + _TILE * tiles_h : _TILE] for i in range(_POINTS)])
   rows = _transform(_INPUT, rows)  # [6 (row), n, tiles_h, w + pad, c]
-  columns = jnp.stack([rows[:, :, :, j:j + _TILE * tiles_w:_TILE] for j in range(_POINTS)])
+  columns = jnp.stack([rows[:, :, :, j : j + _TILE * tiles_w : _TILE] for j in range(_POINTS)])
   tiles = _transform(_INPUT, columns)  # [6 (column), 6 (row), n, tiles_h, tiles_w, c]
   return tiles.reshape(_POINTS**2, n * tiles_h * tiles_w, c)
 
@@ -118,8 +135,9 @@ def _conv3x3_backward(residuals, dy):
   dx = conv3x3(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
   d_kernel_tiles = lax.dot_general(tiles, _output_adjoint(dy), (((1,), (1,)), ((0,), (0,))))
   g = jnp.asarray(_KERNEL, kernel.dtype)
-  d_kernel = jnp.einsum('vj,ui,vuck->ijck', g, g,
-                        d_kernel_tiles.reshape(_POINTS, _POINTS, *kernel.shape[2:]))
+  d_kernel = jnp.einsum(
+      'vj,ui,vuck->ijck', g, g, d_kernel_tiles.reshape(_POINTS, _POINTS, *kernel.shape[2:])
+  )
   return dx, d_kernel
 
 
@@ -146,15 +164,31 @@ def conv5x5_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return conv3x3(_space_to_depth(x), kernel)
 
 
-def _winograd_form(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
-                   rhs_dilation, dimension_numbers, feature_group_count, dtype, **kwargs):
+def _winograd_form(
+    lhs_shape,
+    rhs_shape,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    dtype,
+    **kwargs,
+):
   """conv3x3 or conv5x5_stride2 where either computes this convolution faster, else None."""
-  if (dtype != jnp.float32 or feature_group_count != 1 or kwargs.get('batch_group_count', 1) != 1
-      or kwargs.get('preferred_element_type') is not None or len(lhs_shape) != 4
-      or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))):
+  if (
+      dtype != jnp.float32
+      or feature_group_count != 1
+      or kwargs.get('batch_group_count', 1) != 1
+      or kwargs.get('preferred_element_type') is not None
+      or len(lhs_shape) != 4
+      or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+  ):
     return None
-  if (lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers) !=
-      lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)):
+  if lax.conv_dimension_numbers(
+      lhs_shape, rhs_shape, dimension_numbers
+  ) != lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC):
     return None
   window, strides = tuple(rhs_shape[:2]), tuple(window_strides)
   if isinstance(padding, str):
@@ -163,18 +197,28 @@ def _winograd_form(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
   (_, height, width, channels), features = lhs_shape, rhs_shape[3]
   if window == (3, 3) and strides == (1, 1) and padding == ((1, 1), (1, 1)):
     return conv3x3 if min(channels, features) >= MIN_CHANNELS else None
-  if (window == (5, 5) and strides == (2, 2) and padding == ((1, 2), (1, 2))
-      and height % 2 == 0 and width % 2 == 0):
+  if (
+      window == (5, 5)
+      and strides == (2, 2)
+      and padding == ((1, 2), (1, 2))
+      and height % 2 == 0
+      and width % 2 == 0
+  ):
     return conv5x5_stride2 if min(4 * channels, features) >= MIN_CHANNELS else None
   return None
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
-                         padding: str | Sequence[tuple[int, int]],
-                         lhs_dilation: Sequence[int] | None = None,
-                         rhs_dilation: Sequence[int] | None = None,
-                         dimension_numbers: Any = None, feature_group_count: int = 1,
-                         **kwargs: Any) -> jax.Array:
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    **kwargs: Any,
+) -> jax.Array:
   """Drop-in for lax.conv_general_dilated (and nn.Conv's `conv_general_dilated`).
 
   On CPU, float32 SAME convolutions that are 3x3 with stride 1 or 5x5 with stride 2
@@ -183,12 +227,27 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   every convolution on other platforms, by lax.conv_general_dilated.
   """
   direct = functools.partial(
-      lax.conv_general_dilated, window_strides=window_strides, padding=padding,
-      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count, **kwargs)
+      lax.conv_general_dilated,
+      window_strides=window_strides,
+      padding=padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      **kwargs,
+  )
   winograd = _winograd_form(
-      lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
-      dimension_numbers, feature_group_count, jnp.result_type(lhs, rhs), **kwargs)
+      lhs.shape,
+      rhs.shape,
+      window_strides,
+      padding,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      jnp.result_type(lhs, rhs),
+      **kwargs,
+  )
   if winograd is None:
     return direct(lhs, rhs)
   return lax.platform_dependent(lhs, rhs, cpu=winograd, default=direct)
