@@ -3,6 +3,7 @@
   python sample.py --workdir runs/digits
   python sample.py --workdir runs/c10 --outdir runs/c10/figures --step 20000 --temperature 0.8
   python sample.py --workdir runs/c10 --images my_photos/ --figures reconstructions
+  python sample.py --workdir runs/c10 --export runs/c10/export --export_num 50000
 
 Writes to --outdir (default WORKDIR/figures):
   samples.png          --num x --num decodes of z ~ N(0, temperature^2 I);
@@ -10,6 +11,7 @@ Writes to --outdir (default WORKDIR/figures):
   interpolations.png   rows of decodes between the latents of pairs of real images;
   attributes.png       per row: an image, its reconstruction, and decodes with the mean
                        latent difference of an attribute added (the paper's Figure 5).
+--export DIR writes prior samples for external FID tools instead (vaegan_jax/export.py).
 Real images come from --images (a folder of any image files) or from --split of
 the run's dataset. The run's config.json rebuilds the networks; the workdir is
 only read.
@@ -27,6 +29,7 @@ import jax
 
 from vaegan_jax import directories
 from vaegan_jax import entry_point
+from vaegan_jax import export
 from vaegan_jax import figures
 from vaegan_jax import image_files
 from vaegan_jax import image_grid
@@ -84,6 +87,14 @@ flags.DEFINE_bool(
     "Use the moving average of Enc's and Dec's weights where the run "
     'kept one (config.ema_decay > 0); --noema: the weights themselves.',
 )
+flags.DEFINE_string(
+    'export',
+    None,
+    'Instead of the figures: write --export_num prior samples '
+    'to this folder for external tools (png/NNNNNN.png and samples.npz, uint8).',
+)
+flags.DEFINE_integer('export_num', 10000, 'How many samples --export writes.')
+flags.DEFINE_list('export_formats', list(export.FORMATS), f'Of {export.FORMATS}.')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -106,6 +117,10 @@ def _check_flags() -> None:
     [float(s) for s in FLAGS.attribute_scales]
   except ValueError:
     raise ConfigError(f'--attribute_scales={FLAGS.attribute_scales}: must be numbers.') from None
+  if FLAGS.export_num < 1:
+    raise ConfigError(f'--export_num={FLAGS.export_num}: must be >= 1.')
+  if not FLAGS.export_formats or set(FLAGS.export_formats) - set(export.FORMATS):
+    raise ConfigError(f'--export_formats={FLAGS.export_formats}: choose from {export.FORMATS}.')
   if not (math.isfinite(FLAGS.temperature) and FLAGS.temperature > 0):
     raise ConfigError(f'--temperature={FLAGS.temperature}: must be a finite number > 0.')
   if bool(FLAGS.with_attribute) != bool(FLAGS.without_attribute):
@@ -204,7 +219,8 @@ def draw(model: inference.Model) -> dict[str, object]:
 def main(argv):
   del argv
   outdir = directories.check_writable(
-      FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures', 'outdir'
+      FLAGS.export or FLAGS.outdir or epath.Path(FLAGS.workdir) / 'figures',
+      'export' if FLAGS.export else 'outdir',
   )
   entry_point.set_up()
   _check_flags()
@@ -217,6 +233,15 @@ def main(argv):
       FLAGS.workdir,
       " (the weights' moving average)" if model.uses_ema else '',
   )
+  if FLAGS.export:
+    images = export.quantised_samples(
+        model, FLAGS.export_num, jax.random.PRNGKey(FLAGS.seed), FLAGS.temperature
+    )
+    export.export_samples(images, outdir, tuple(FLAGS.export_formats))
+    logging.info(
+        'Wrote %d samples (%s) to %s.', len(images), ', '.join(FLAGS.export_formats), outdir
+    )
+    return
   drawn = draw(model)
   directories.make_directory(outdir, 'outdir')
   for name, image in drawn.items():

@@ -12,7 +12,9 @@ from PIL import Image
 import pytest
 
 from tests.helpers import ROOT, run_script
+from vaegan_jax import export
 from vaegan_jax import figures
+from vaegan_jax import image_grid
 from vaegan_jax import image_files
 from vaegan_jax import inference
 from vaegan_jax import train
@@ -119,6 +121,29 @@ def test_bad_inputs_are_refused_and_leave_the_workdir_unchanged(trained, tmp_pat
   assert _snapshot(workdir) == before
 
 
+def test_exported_samples_are_the_model_s_samples_as_uint8_in_both_formats(trained, tmp_path):
+  workdir, _ = trained
+  model = inference.load_model(workdir)
+  rng = jax.random.PRNGKey(5)
+  images = export.quantised_samples(model, 8, rng, chunk_size=8)
+  # One chunk of the same size: the very computation inference.sample runs.
+  np.testing.assert_array_equal(
+      images, image_grid.to_uint8(np.asarray(inference.sample(model, 8, rng)))
+  )
+  chunked = export.quantised_samples(model, 8, rng, chunk_size=3)  # Padded last chunk.
+  assert chunked.shape == images.shape == (8, 32, 32, 1) and chunked.dtype == np.uint8
+
+  written = export.export_samples(images, tmp_path)
+  pngs = sorted((tmp_path / 'png').iterdir())
+  assert [p.name for p in pngs] == [f'{i:06d}.png' for i in range(8)]
+  assert sorted(written) == sorted([*pngs, tmp_path / 'samples.npz'])
+  for path, image in zip(pngs, images):
+    with Image.open(path) as png:
+      assert png.mode == 'L'  # One channel, as the model's; tools convert it to RGB.
+      np.testing.assert_array_equal(np.asarray(png), image[..., 0])  # Bit-exact.
+  np.testing.assert_array_equal(np.load(tmp_path / 'samples.npz')['arr_0'], images)
+
+
 def test_a_decompression_bomb_is_refused_like_any_unreadable_image(tmp_path, monkeypatch):
   folder = tmp_path / 'mine'
   folder.mkdir()
@@ -178,6 +203,14 @@ def test_command_line_writes_four_figures_and_reports_bad_input(trained, tmp_pat
   for name in ('samples', 'reconstructions', 'interpolations', 'attributes'):
     image = np.asarray(Image.open(tmp_path / 'figures' / f'{name}.png'))
     assert image.ndim == 2 and image.std() > 0, name
+
+  exported = run('--export', str(tmp_path / 'export'), '--export_num', '12', '--seed', '3')
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  model = inference.load_model(workdir)  # The same samples as the library exports.
+  expected = export.quantised_samples(model, 12, jax.random.PRNGKey(3))
+  np.testing.assert_array_equal(np.load(tmp_path / 'export' / 'samples.npz')['arr_0'], expected)
+  assert len(list((tmp_path / 'export' / 'png').iterdir())) == 12
+  assert not (tmp_path / 'figures' / 'export').exists()
 
   bad = run('--outdir', str(tmp_path / 'bad'), '--step', '3')
   assert bad.returncode != 0
