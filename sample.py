@@ -117,6 +117,8 @@ def _check_flags() -> None:
     [float(s) for s in FLAGS.attribute_scales]
   except ValueError:
     raise ConfigError(f'--attribute_scales={FLAGS.attribute_scales}: must be numbers.') from None
+  if FLAGS.export and FLAGS.outdir:
+    raise ConfigError('--export and --outdir go apart: --export writes samples, --outdir figures.')
   if FLAGS.export_num < 1:
     raise ConfigError(f'--export_num={FLAGS.export_num}: must be >= 1.')
   if not FLAGS.export_formats or set(FLAGS.export_formats) - set(export.FORMATS):
@@ -237,7 +239,9 @@ def main(argv):
     images = export.quantised_samples(
         model, FLAGS.export_num, jax.random.PRNGKey(FLAGS.seed), FLAGS.temperature
     )
-    export.export_samples(images, outdir, tuple(FLAGS.export_formats))
+    export.export_samples(
+        images, directories.make_directory(outdir, 'export'), tuple(FLAGS.export_formats)
+    )
     logging.info(
         'Wrote %d samples (%s) to %s.', len(images), ', '.join(FLAGS.export_formats), outdir
     )

@@ -6,10 +6,16 @@
 # is not installed and there is no network, a wheel in ./wheels is used
 # (pip download ml-collections --no-deps -d wheels, on a machine with network).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out="${1:-${OUT:-accelerator_check}}"
-shift || true
+out="${OUT:-accelerator_check}"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then  # A first argument that is not a flag.
+  out="$1"
+  shift
+fi
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"  # Relative to where the command was given.
+cd "$(dirname "$0")/.."
+# The PyTorch reference runs beside this process: JAX must not take most of the GPU first.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 python=${PYTHON:-python3}
 if ! "$python" -c 'import ml_collections' 2>/dev/null; then
   wheel=$(ls wheels/ml_collections-*.whl 2>/dev/null | head -n 1 || true)

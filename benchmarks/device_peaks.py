@@ -11,7 +11,7 @@ PEAK_TFLOPS = {
     'H200': (494.0, 989.0),
     'A100': (156.0, 312.0),
     'L4': (60.0, 121.0),
-    'T4': (8.1, 65.0),
+    'T4': (8.1, None),  # No bfloat16 tensor cores.
     'TPU v2': (None, 45.0),
     'TPU v3': (None, 123.0),
     'TPU v4': (None, 275.0),
@@ -28,7 +28,7 @@ def peak_tflops(device: jax.Device, bfloat16: bool) -> float | None:
 
 
 def flops(lowered_or_compiled) -> float | None:
-  """XLA's FLOP count of a lowered or compiled computation (per device), if it has one."""
+  """XLA's FLOP count of a lowered (whole program) or compiled (per device) computation."""
   analysis = lowered_or_compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None

@@ -207,6 +207,10 @@ def test_a_diverged_checkpoint_is_named_and_can_be_rewound_past(tfds_data_dir, t
   state = train.train_and_evaluate(config, workdir)
   assert (workdir / 'checkpoints_set_aside' / '5').is_dir()  # Moved, not deleted.
   assert inference.available_steps(workdir) == [2, 4, 6]
+  config.num_train_steps = 8  # The same command again (a preemption, a longer run) resumes.
+  assert int(train.train_and_evaluate(config, workdir).step) == 8
+  assert inference.available_steps(workdir) == [4, 6, 8]
+  config.num_train_steps = 6
   config.restore_step = 0  # The rewound run is the run that never diverged.
   _assert_same_state(
       jax.device_get(state), jax.device_get(train.train_and_evaluate(config, tmp_path / 'straight'))

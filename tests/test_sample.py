@@ -18,7 +18,8 @@ from vaegan_jax import image_grid
 from vaegan_jax import image_files
 from vaegan_jax import inference
 from vaegan_jax import train
-from vaegan_jax.errors import CheckpointError, ImageReadError, WorkdirMismatchError
+from vaegan_jax.errors import CheckpointError, ImageReadError, OutputFolderError
+from vaegan_jax.errors import WorkdirMismatchError
 
 
 @pytest.fixture
@@ -142,6 +143,8 @@ def test_exported_samples_are_the_model_s_samples_as_uint8_in_both_formats(train
       assert png.mode == 'L'  # One channel, as the model's; tools convert it to RGB.
       np.testing.assert_array_equal(np.asarray(png), image[..., 0])  # Bit-exact.
   np.testing.assert_array_equal(np.load(tmp_path / 'samples.npz')['arr_0'], images)
+  with pytest.raises(OutputFolderError, match='exists: export into a new folder'):
+    export.export_samples(images[:2], tmp_path)  # Nothing of the first export is lost.
 
 
 def test_a_decompression_bomb_is_refused_like_any_unreadable_image(tmp_path, monkeypatch):

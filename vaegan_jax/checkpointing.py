@@ -54,7 +54,10 @@ def restore_latest(
     if restore_step > 0 and step > restore_step:
       continue
     try:
-      _check_shapes(manager.item_metadata(step), abstract, manager.directory / str(step))
+      metadata = manager.item_metadata(step)
+      if metadata is None:  # Orbax's answer when the item's metadata file is missing.
+        raise FileNotFoundError(f'no metadata in {manager.directory / str(step)}')
+      _check_shapes(metadata, abstract, manager.directory / str(step))
       return manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except WorkdirMismatchError:
       raise
@@ -91,13 +94,25 @@ def restore_latest(
   return state
 
 
-def set_aside_after(manager: ocp.CheckpointManager, step: int) -> list[epath.Path]:
+def rewind_marker(manager: ocp.CheckpointManager, restore_step: int) -> epath.Path:
+  """The file that records a rewind to `restore_step`: re-running the same command (after
+  a preemption, say) must resume, not rewind again."""
+  return manager.directory.parent / _SET_ASIDE / f'rewound_to_{restore_step}'
+
+
+def set_aside_after(
+    manager: ocp.CheckpointManager, step: int, restore_step: int
+) -> list[epath.Path]:
   """Moves the checkpoints newer than `step` to WORKDIR/checkpoints_set_aside/ (never
-  deleted), so that a run rewound to `step` saves its own steps there again."""
+  deleted), so that a run rewound to `step` saves its own steps there again, and
+  records the rewind (rewind_marker)."""
   newer = [s for s in sorted(manager.all_steps()) if s > step]
   moved = [_move_aside(manager.directory / str(s), _SET_ASIDE) for s in newer]
   if moved:
     manager.reload()
+  marker = rewind_marker(manager, restore_step)
+  marker.parent.mkdir(exist_ok=True)
+  marker.write_text(f'Rewound to step {step}; moved aside: {[p.name for p in moved]}\n')
   return moved
 
 
@@ -135,7 +150,9 @@ def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
   try:
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
   except Exception as e:  # Orbax re-raises a background save's error at the next call.
-    raise _save_failed(manager, e) from e
+    if _is_storage_error(e):
+      raise _save_failed(manager, e) from e
+    raise
 
 
 def wait_until_saved(manager: ocp.CheckpointManager) -> None:
@@ -143,7 +160,26 @@ def wait_until_saved(manager: ocp.CheckpointManager) -> None:
   try:
     manager.wait_until_finished()
   except Exception as e:
-    raise _save_failed(manager, e) from e
+    if _is_storage_error(e):
+      raise _save_failed(manager, e) from e
+    raise
+
+
+# How TensorStore and the OS word a write that the storage refused.
+_STORAGE_ERRORS = (
+    'No space left on device',
+    'RESOURCE_EXHAUSTED',
+    'Failed writing',
+    'Read-only file system',
+    'Permission denied',
+    'Disk quota exceeded',
+)
+
+
+def _is_storage_error(error: Exception) -> bool:
+  """Whether a save failed for the storage (full, read-only), not for a bug: only those
+  become a one-line message; anything else keeps its traceback."""
+  return isinstance(error, OSError) or any(text in str(error) for text in _STORAGE_ERRORS)
 
 
 def _save_failed(manager: ocp.CheckpointManager, error: Exception) -> CheckpointSaveError:

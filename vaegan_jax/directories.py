@@ -13,6 +13,8 @@ def check_writable(path: epath.PathLike, flag: str) -> epath.Path:
   Raises OutputFolderError naming the flag for a path that is a file, or under a
   folder that cannot be written (read-only filesystem, no permission).
   """
+  if '://' in str(path):  # gs://, s3://: no local permissions to check; Orbax reports.
+    return epath.Path(path)
   path = epath.Path(path).absolute()
   if path.exists() and not path.is_dir():
     raise OutputFolderError(

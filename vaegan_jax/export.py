@@ -13,6 +13,7 @@ from PIL import Image
 
 from vaegan_jax import image_grid
 from vaegan_jax import inference
+from vaegan_jax.errors import OutputFolderError
 
 FORMATS = ('png', 'npz')
 
@@ -36,6 +37,12 @@ def export_samples(
   """Writes uint8 [N, H, W, C] images as DIR/png/NNNNNN.png and DIR/samples.npz
   (key 'arr_0', as the guided-diffusion evaluator reads); returns what it wrote."""
   directory = epath.Path(directory)
+  for name in ('png', 'samples.npz'):
+    if (directory / name).exists() and (name != 'png' or any((directory / name).iterdir())):
+      raise OutputFolderError(
+          f'{directory / name} exists: export into a new folder (an FID tool reading it would '
+          'count earlier samples too).'
+      )
   written = []
   if 'png' in formats:
     folder = directory / 'png'

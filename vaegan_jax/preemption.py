@@ -13,7 +13,9 @@ class StopOnSignal:
   checkpoint and stop; a second Ctrl-C stops at once.
 
   With several processes, JAX's preemption sync manager (which catches SIGTERM
-  itself) picks the next step that every process reaches, so all save the same one.
+  itself) picks the next step that every process reaches, so all save the same one;
+  Ctrl-C there is left to Python (it stops at once): one process's Ctrl-C, caught
+  apart from the others', would leave them waiting for each other.
   """
 
   def __init__(self):
@@ -21,7 +23,7 @@ class StopOnSignal:
     self._previous = {}
     self._multiprocess = jax.process_count() > 1
     if threading.current_thread() is threading.main_thread():
-      signals = (signal.SIGINT,) if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
+      signals = () if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
       self._previous = {s: signal.signal(s, self._handle) for s in signals}
 
   def _handle(self, signum, frame):
@@ -42,4 +44,5 @@ class StopOnSignal:
 
   def restore(self):
     for signum, previous in self._previous.items():
-      signal.signal(signum, previous)
+      if previous is not None:  # None: a handler installed outside Python, not restorable.
+        signal.signal(signum, previous)

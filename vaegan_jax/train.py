@@ -93,12 +93,19 @@ def train_and_evaluate(
   directories.make_directory(workdir, 'workdir')
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   checkpointing.check_config(workdir, config, has_checkpoint=manager.latest_step() is not None)
-  state = checkpointing.restore_latest(
-      manager, state, config.checkpoint_fallback, config.restore_step
-  )
+  restore_step = config.restore_step
+  if restore_step and checkpointing.rewind_marker(manager, restore_step).exists():
+    logging.info(
+        'Already rewound to step %d (%s): resuming from the latest checkpoint; delete that file '
+        'to rewind there again.',
+        restore_step,
+        checkpointing.rewind_marker(manager, restore_step),
+    )
+    restore_step = 0
+  state = checkpointing.restore_latest(manager, state, config.checkpoint_fallback, restore_step)
   start_step = int(state.step)
-  if config.restore_step:
-    moved = checkpointing.set_aside_after(manager, start_step) if is_chief else []
+  if restore_step:
+    moved = checkpointing.set_aside_after(manager, start_step, restore_step) if is_chief else []
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('checkpoints set aside')
       manager.reload()
