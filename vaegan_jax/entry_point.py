@@ -108,10 +108,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _exit(message: str, status: int) -> None:
-  """Exits with `message` as the last line: Orbax's reader threads, cut short by the
-  error, would otherwise print 'Event loop is closed' tracebacks after it."""
+  """Exits with `message` as the last line: Orbax's reader and writer tasks, cut short
+  by the error, would otherwise print their tracebacks after it."""
   sys.unraisablehook = lambda unraisable: None
   threading.excepthook = lambda args: None
+  std_logging.getLogger('asyncio').disabled = True  # "Task exception was never retrieved".
   print(message, file=sys.stderr, flush=True)
   sys.exit(status)
 
