@@ -21,7 +21,6 @@ not imported.
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -148,29 +147,11 @@ def measure(name: str, config) -> dict:
 
 
 def torch_reference(config) -> dict:
-  """benchmarks/torch_reference.py at config's sizes, in a process of its own."""
-  command = [
-      sys.executable,
-      os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
-      '--image_size',
-      str(config.image_size),
-      '--channels',
-      str(config.num_channels),
-      '--batch_size',
-      str(config.batch_size),
-      '--steps',
-      str(FLAGS.torch_steps),
-      '--dtype',
-      config.dtype,
-  ]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
-  if result.returncode:
-    return {
-        'error': result.stderr.strip().splitlines()[-1]
-        if result.stderr.strip()
-        else f'exit status {result.returncode}'
-    }
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  """benchmarks/torch_reference.py at config's sizes, or {'error': its last line}."""
+  figures, error = device_peaks.torch_reference(
+      config.image_size, config.num_channels, config.batch_size, FLAGS.torch_steps, config.dtype
+  )
+  return figures if figures is not None else {'error': error.splitlines()[-1]}
 
 
 def _torch_wanted() -> bool:

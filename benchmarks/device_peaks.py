@@ -1,4 +1,10 @@
-"""Devices' peak TFLOP/s and XLA's FLOP count of a step: the benchmarks' fraction of peak."""
+"""What the benchmarks share: devices' peak TFLOP/s, XLA's FLOP count of a step, and
+the PyTorch reference run beside the JAX step."""
+
+import json
+import os
+import subprocess
+import sys
 
 import jax
 
@@ -33,3 +39,17 @@ def flops(lowered_or_compiled) -> float | None:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   return float(analysis['flops']) if analysis and 'flops' in analysis else None
+
+
+def torch_reference(
+    image_size: int, channels: int, batch_size: int, steps: int, dtype: str = 'float32'
+) -> tuple[dict | None, str]:
+  """(figures, '') of benchmarks/torch_reference.py run in a process of its own, or
+  (None, its error output) when it fails (torch missing, out of memory)."""
+  command = [sys.executable, os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
+             '--image_size', str(image_size), '--channels', str(channels),
+             '--batch_size', str(batch_size), '--steps', str(steps), '--dtype', dtype]  # fmt: skip
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode:
+    return None, result.stderr.strip() or f'exit status {result.returncode}'
+  return json.loads(result.stdout.strip().splitlines()[-1]), ''

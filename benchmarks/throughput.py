@@ -14,7 +14,6 @@ afterwards on the same machine and the ratio of images/s is printed.
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -233,25 +232,15 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
 
 
 def _torch_reference(config) -> dict:
-  command = [
-      sys.executable,
-      os.path.join(os.path.dirname(__file__), 'torch_reference.py'),
-      '--image_size',
-      str(config.image_size),
-      '--channels',
-      str(config.num_channels),
-      '--batch_size',
-      str(config.batch_size),
-      '--steps',
-      str(FLAGS.torch_steps),
-  ]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
-  if result.returncode:
+  figures, error = device_peaks.torch_reference(
+      config.image_size, config.num_channels, config.batch_size, FLAGS.torch_steps
+  )
+  if figures is None:
     raise SystemExit(
-        f'error: the PyTorch reference failed (is torch installed? pip install -r '
-        f'requirements-bench.txt):\n{result.stderr[-2000:]}'
+        'error: the PyTorch reference failed (is torch installed? pip install -r '
+        f'requirements-bench.txt):\n{error[-2000:]}'
     )
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return figures
 
 
 def _print(figures: dict) -> None:
