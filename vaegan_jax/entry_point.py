@@ -30,10 +30,33 @@ def _quiet_library_info(record: std_logging.LogRecord) -> bool:
   )
 
 
+def _is_closed_event_loop_noise(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+
+def ignore_closed_event_loop_noise() -> None:
+  """Drops the "Event loop is closed" tracebacks of a checkpoint read cut short.
+
+  When one array of a checkpoint cannot be read, Orbax gives up and closes its event
+  loop while TensorStore still reads the others; each of those reads then reports, from
+  its own thread, that it cannot wake the closed loop. The error is the first failure,
+  which the scripts report in one line; these come after it, in any order. Every other
+  unraisable error still reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not _is_closed_event_loop_noise(unraisable.exc_value):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def set_up() -> dict[str, bool]:
   """Host memory kept for reuse and XLA's Eigen convolutions on CPU (both before JAX
   starts); TensorFlow only reads data, so it must not take the GPUs JAX will use;
   quiet logs. Returns which of the first two it set, for the benchmarks to report."""
+  ignore_closed_event_loop_noise()
   settings = {
       'keeps_freed_memory': host_memory.keep_freed_memory(),
       'eigen_convolutions_flag': cpu_convolutions.use_eigen_convolutions(),
