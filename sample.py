@@ -32,6 +32,7 @@ from vaegan_jax import entry_point
 from vaegan_jax import export
 from vaegan_jax import figures
 from vaegan_jax import image_files
+from vaegan_jax import image_format
 from vaegan_jax import image_grid
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
@@ -174,7 +175,7 @@ def draw(model: inference.Model) -> dict[str, object]:
           f'--split={split!r} is not a split of {builder.name}; its splits: '
           f'{list(builder.info.splits)}'
       )
-    real = input_pipeline.fixed_images(builder, config, count, split=split)
+    real = input_pipeline.fixed_images(builder, image_format.from_config(config), split, count)
   if 'reconstructions' in FLAGS.figures:
     drawn['reconstructions'] = figures.reconstructions(model, real[: FLAGS.num * FLAGS.num])
   if 'interpolations' in FLAGS.figures:
@@ -211,7 +212,11 @@ def draw(model: inference.Model) -> dict[str, object]:
           FLAGS.split or config.eval_split,
       )
       with_images, without_images = input_pipeline.images_by_attribute(
-          builder, config, FLAGS.split or config.eval_split, attribute, FLAGS.attribute_examples
+          builder,
+          image_format.from_config(config),
+          FLAGS.split or config.eval_split,
+          attribute,
+          FLAGS.attribute_examples,
       )
     vector = inference.attribute_vector(model, with_images, without_images)
     drawn['attributes'] = figures.attribute_arithmetic(model, real[: FLAGS.num], vector, scales)

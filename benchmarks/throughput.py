@@ -34,6 +34,7 @@ from vaegan_jax import device_data
 from vaegan_jax import entry_point
 from vaegan_jax import input_pipeline
 from vaegan_jax import sharding
+from vaegan_jax import step_runner
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import UserError
@@ -197,9 +198,7 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
   replicated, data_sharding = sharding.data_parallel_shardings()
   if not config.data_on_device:
     rows = input_pipeline.process_rows(data_sharding, config.batch_size)
-    host_batches = lambda: input_pipeline.prefetch_to_device(
-        input_pipeline.train_batches(builder, config, 0, rows), data_sharding, config.batch_size
-    )
+    host_batches = lambda: step_runner.host_batches(config, builder, data_sharding, 0, rows)
     batches = host_batches()
     run = lambda state, i: compiled_step(state, next(batches), jax.random.fold_in(base_rng, i))[0]
     return (
@@ -215,7 +214,9 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
         },
     )
 
-  images = device_data.put_on_devices(device_data.load_images(builder, config), replicated)
+  images = device_data.put_on_devices(
+      device_data.load_images(builder, config.train_split, config.image_key), replicated
+  )
   steps_per_call = config.steps_per_dispatch
   scan = device_data.default_scan(data_sharding)
   run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan)

@@ -14,6 +14,7 @@ from tests.helpers import ROOT, tiny
 from vaegan_jax import classifier as classifier_lib
 from vaegan_jax import evaluation
 from vaegan_jax import frechet
+from vaegan_jax import image_format
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import kid
@@ -100,7 +101,9 @@ def test_classifier_is_trained_once_and_cached(eval_config, digits_classifier, m
   monkeypatch.setattr(classifier_lib, 'train', lambda *a, **k: pytest.fail('retrained'))
   builder = input_pipeline.get_builder(eval_config)
   again = classifier_lib.load_or_train(eval_config, builder)
-  images, labels = input_pipeline.labelled_images(builder, eval_config, 'test')
+  images, labels = input_pipeline.labelled_images(
+      builder, image_format.from_config(eval_config), 'test', 'label'
+  )
   assert classifier_lib.accuracy(again, images, labels) == digits_classifier.test_accuracy
 
 
@@ -109,7 +112,7 @@ def test_a_dataset_without_the_label_is_refused(eval_config):
   config.eval.label_key = 'digit'
   builder = input_pipeline.get_builder(config)
   with pytest.raises(ConfigError, match="label_key='digit' is not a class label.*'label'"):
-    input_pipeline.labelled_images(builder, config, 'test')
+    input_pipeline.labelled_images(builder, image_format.from_config(config), 'test', 'digit')
   assert evaluation.load_classifier(config, builder) is None
 
 
@@ -154,7 +157,9 @@ def test_reconstruction_metrics_are_what_they_say(eval_config, vaegan_run, digit
   """The reconstruction figures recomputed here from the checkpoint, image by image."""
   model = inference.load_model(vaegan_run)
   builder = input_pipeline.get_builder(model.config)
-  real, labels = input_pipeline.labelled_images(builder, model.config, 'test', 200)
+  real, labels = input_pipeline.labelled_images(
+      builder, image_format.from_config(model.config), 'test', 'label', 200
+  )
   mu, logvar = inference.encode(model, real)
   recons = np.asarray(inference.decode(model, mu))
   logits, _ = classifier_lib.apply(digits_classifier, recons)
@@ -171,8 +176,12 @@ def test_the_frechet_distance_tells_real_digits_from_noise(eval_config, digits_c
   """Held-out digits score near the train-vs-test floor; noise and blurred digits far
   worse, and worse the further from the data."""
   builder = input_pipeline.get_builder(eval_config)
-  train_images, _ = input_pipeline.labelled_images(builder, eval_config, 'train', 600)
-  test_images, _ = input_pipeline.labelled_images(builder, eval_config, 'test', 300)
+  train_images, _ = input_pipeline.labelled_images(
+      builder, image_format.from_config(eval_config), 'train', 'label', 600
+  )
+  test_images, _ = input_pipeline.labelled_images(
+      builder, image_format.from_config(eval_config), 'test', 'label', 300
+  )
   features = lambda x: classifier_lib.apply(digits_classifier, np.asarray(x, np.float32))[1]
   real = features(test_images)
   floor = frechet.features_distance(real, features(train_images[:300]))

@@ -134,8 +134,10 @@ def _nan_at(step_to_poison, monkeypatch):
   """Makes the input pipeline deliver NaN images at one step."""
   batches = input_pipeline.train_batches
 
-  def poisoned(builder, config, start_step=0, rows=None):
-    for step, batch in enumerate(batches(builder, config, start_step, rows), start_step):
+  def poisoned(builder, image_format, *, start_step=0, **settings):
+    for step, batch in enumerate(
+        batches(builder, image_format, start_step=start_step, **settings), start_step
+    ):
       if step == step_to_poison:
         batch = {'image': np.full_like(batch['image'], np.nan)}
       yield batch

@@ -8,6 +8,7 @@ from configs import celeba
 from configs import cifar10
 from configs import mnist
 from tests.helpers import tiny
+from vaegan_jax import image_format
 from vaegan_jax import input_pipeline
 from vaegan_jax.errors import ConfigError, DatasetUnavailableError
 
@@ -24,7 +25,16 @@ def test_digits_builder_holds_all_of_sklearn_digits(tiny_digits_config):
 
 def _first_batches(config, start_step, count):
   builder = input_pipeline.get_builder(config)
-  batches = input_pipeline.train_batches(builder, config, start_step)
+  batches = input_pipeline.train_batches(
+      builder,
+      image_format.from_config(config),
+      split=config.train_split,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      shuffle_buffer=config.shuffle_buffer,
+      in_memory=config.cache_dataset,
+      start_step=start_step,
+  )
   return [next(batches)['image'] for _ in range(count)]
 
 
@@ -58,7 +68,7 @@ def test_tfds_datasets_by_name(mock_tfds, get_config, channels):
   assert batch.shape == (16, 32, 32, channels)
   assert -1.0 <= batch.min() and batch.max() <= 1.0
   builder = input_pipeline.get_builder(config)
-  fixed = input_pipeline.fixed_images(builder, config, 4)
+  fixed = input_pipeline.fixed_images(builder, image_format.from_config(config), 'test', 4)
   assert fixed.shape == (4, 32, 32, channels)
 
 

@@ -31,12 +31,13 @@ def _setup(model='vaegan', **loss_overrides):
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
   state = train_state.create_train_state(jax.random.PRNGKey(0), config, networks, optimizers)
-  step = jax.jit(
-      functools.partial(
-          train_step.train_step, networks=networks, optimizers=optimizers, config=config
-      )
-  )
+  step = jax.jit(train_step.bind_train_step(config, networks, optimizers))
   return config, networks, optimizers, state, step
+
+
+def _objective(config):
+  """What train_step.py's functions read of a config: the ModelSpec and config.loss."""
+  return train_state.MODELS[config.model], config.loss
 
 
 def _batch(config):
@@ -156,9 +157,10 @@ def _computed_gradients(**overrides):
   config, networks, _, state, _ = _setup(**overrides)
   images = _batch(config)['image']
   rng = jax.random.PRNGKey(3)
-  grads, _, outputs, _ = jax.jit(functools.partial(train_step.compute_gradients, networks, config))(
-      state, images, rng
+  compute = functools.partial(
+      train_step.compute_gradients, networks, *_objective(config), config.networks.latent_dim
   )
+  grads, _, outputs, _ = jax.jit(compute)(state, images, rng)
   return config, networks, state, images, rng, grads, outputs
 
 
@@ -179,7 +181,7 @@ def test_each_network_gets_the_gradient_of_its_own_loss(overrides):
   own size.
   """
   config, networks, state, images, rng, grads, _ = _computed_gradients(**overrides)
-  used = train_state.used_networks(config)
+  used = train_state.MODELS[config.model].networks
   assert sorted(grads) == sorted(used)
   params = {name: getattr(state, name).params for name in used}
   stats = {name: getattr(state, name).batch_stats for name in used}
@@ -206,9 +208,10 @@ def test_judged_batches_are_those_each_loss_term_reads(overrides):
   """compute_gradients drops the pull-backs of the batches a term does not read,
   by judged_batches: listing one too few would lose a gradient."""
   config, _, _, images, _, _, outputs = _computed_gradients(**overrides)
-  terms = {term for weights in train_step.loss_weights(config).values() for term in weights}
+  objective = _objective(config)
+  terms = {term for weights in train_step.loss_weights(*objective).values() for term in weights}
   for term in terms:
-    gradient = jax.grad(lambda o, t=term: train_step.compute_losses(o, images, config)[t])(
+    gradient = jax.grad(lambda o, t=term: train_step.compute_losses(o, images, *objective)[t])(
         dict(outputs)
     )
     for batch in ('real',) + train_step.FAKES:
@@ -217,7 +220,7 @@ def test_judged_batches_are_those_each_loss_term_reads(overrides):
           for key, g in gradient.items()
           if key.startswith(batch + '_')
       )
-      assert read == (batch in train_step.judged_batches(term, config)), (term, batch)
+      assert read == (batch in train_step.judged_batches(term, *objective)), (term, batch)
 
 
 def test_llike_gradient_would_move_discriminator_but_is_not_routed_there():
@@ -295,7 +298,12 @@ def test_step_updates_everything_and_reports_metrics():
   # D(x), D(x~), D(x_p) are Dis's mean outputs on the batch it judged.
   config, networks, _, _, _ = _setup()
   _, _, outputs, _ = train_step.compute_gradients(
-      networks, config, initial, _batch(config)['image'], jax.random.PRNGKey(5)
+      networks,
+      *_objective(config),
+      config.networks.latent_dim,
+      initial,
+      _batch(config)['image'],
+      jax.random.PRNGKey(5),
   )
   for key, logits in (
       ('d_real', 'real_logits'),
@@ -363,11 +371,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
   config.dtype = 'bfloat16'
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch=10)
-  bf16_step = jax.jit(
-      functools.partial(
-          train_step.train_step, networks=networks, optimizers=optimizers, config=config
-      )
-  )
+  bf16_step = jax.jit(train_step.bind_train_step(config, networks, optimizers))
   jaxpr = str(jax.make_jaxpr(bf16_step)(state, batch, rng))
   assert 'conv_general_dilated' in jaxpr and 'bf16[' in jaxpr  # The convolutions run in bf16.
   new_state, metrics = bf16_step(state, batch, rng)  # The float32 initial state, as it is.

@@ -42,7 +42,7 @@ def flat_arrays(tree) -> dict[str, np.ndarray]:
 def replay_on_device_batches(config) -> train_state.TrainState:
   """config.num_train_steps host steps, on batch rows of device_data's epoch orders."""
   builder = input_pipeline.get_builder(config)
-  stored = device_data.load_images(builder, config)
+  stored = device_data.load_images(builder, config.train_split, config.image_key)
   steps_per_epoch = len(stored) // config.batch_size
   replicated, data_sharding = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
@@ -57,7 +57,7 @@ def replay_on_device_batches(config) -> train_state.TrainState:
   # Jitted as on the devices: eager and compiled preprocessing round differently.
   preprocess = jax.jit(device_data.preprocess, static_argnums=(1, 2))
   for step in range(config.num_train_steps):
-    order = np.asarray(device_data.epoch_order(config, step // steps_per_epoch, len(stored)))
+    order = np.asarray(device_data.epoch_order(config.seed, step // steps_per_epoch, len(stored)))
     start = (step % steps_per_epoch) * config.batch_size
     images = preprocess(
         stored[order[start : start + config.batch_size]], config.image_size, config.num_channels

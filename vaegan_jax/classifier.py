@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
+from vaegan_jax import image_format
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 
@@ -126,7 +127,9 @@ def load_or_train(
   path = directory / cache_name(config)
   classes = None
   if not (path / 'params.msgpack').exists():
-    images, labels = input_pipeline.labelled_images(builder, config, config.train_split)
+    images, labels = input_pipeline.labelled_images(
+        builder, image_format.from_config(config), config.train_split, config.eval.label_key
+    )
     classes = input_pipeline.num_classes(builder, config.eval.label_key)
     logging.info(
         'Training the evaluation classifier of %s (%d images, %d steps); it is ' 'cached in %s.',
@@ -136,7 +139,9 @@ def load_or_train(
         path,
     )
     module, params = train(images, labels, classes, steps)
-    test_images, test_labels = input_pipeline.labelled_images(builder, config, config.eval_split)
+    test_images, test_labels = input_pipeline.labelled_images(
+        builder, image_format.from_config(config), config.eval_split, config.eval.label_key
+    )
     trained = TrainedClassifier(module, params, 0.0, path)
     test_accuracy = accuracy(trained, test_images, test_labels)
     _write(

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vaegan_jax import image_format
 from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError
 from vaegan_jax.train_state import Networks, Optimizers, TrainState
@@ -43,26 +44,21 @@ def _device_memory_bytes(device: jax.Device) -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')  # CPU: host memory.
 
 
-def load_images(
-    builder: 'tfds.core.DatasetBuilder', config: ml_collections.ConfigDict
-) -> np.ndarray:
-  """The training split's images, uint8 [N, H, W, C] as stored (not yet preprocessed).
+def load_images(builder: 'tfds.core.DatasetBuilder', split: str, image_key: str) -> np.ndarray:
+  """A split's images (feature `image_key`), uint8 [N, H, W, C] as stored (not yet
+  preprocessed).
 
   Raises ConfigError if the images differ in shape or would take more than
   MAX_MEMORY_FRACTION of a device's memory.
   """
-  feature = builder.info.features[config.image_key]
+  feature = builder.info.features[image_key]
   if None in feature.shape:
     raise ConfigError(
         f'config.data_on_device: the images of {builder.name} differ in shape '
         f'{feature.shape}, and the devices keep them as one array; '
         f'{_SWITCH_OFF}.'
     )
-  num_images = (
-      builder.info.splits[config.train_split].num_examples
-      if (config.train_split in builder.info.splits)
-      else None
-  )
+  num_images = builder.info.splits[split].num_examples if split in builder.info.splits else None
   if num_images is not None:
     size, limit = num_images * int(np.prod(feature.shape)), _device_memory_bytes(
         jax.local_devices()[0]
@@ -70,12 +66,12 @@ def load_images(
     if size > MAX_MEMORY_FRACTION * limit:
       raise ConfigError(
           f'config.data_on_device: the {num_images} images of {builder.name}:'
-          f'{config.train_split} take {size / 2**30:.1f} GiB, more than '
+          f'{split} take {size / 2**30:.1f} GiB, more than '
           f"{MAX_MEMORY_FRACTION:.0%} of a device's {limit / 2**30:.1f} GiB; {_SWITCH_OFF}."
       )
   from vaegan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-  return input_pipeline.images_array(builder, config.train_split, config.image_key)
+  return input_pipeline.images_array(builder, split, image_key)
 
 
 def put_on_devices(images: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
@@ -118,9 +114,10 @@ def preprocess(
   return jnp.clip(images / 127.5 - 1.0, -1.0, 1.0)
 
 
-def epoch_order(config: ml_collections.ConfigDict, epoch: jax.Array, num_images: int) -> jax.Array:
-  """The order in which epoch `epoch` visits the images: a permutation of range(num_images)."""
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _ORDER_STREAM)
+def epoch_order(seed: int, epoch: jax.Array, num_images: int) -> jax.Array:
+  """The order in which epoch `epoch` of a run with training seed `seed` (config.seed)
+  visits the images: a permutation of range(num_images)."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), _ORDER_STREAM)
   return jax.random.permutation(jax.random.fold_in(key, epoch), num_images)
 
 
@@ -153,11 +150,9 @@ def make_train_steps(
   each distinct `count` compiled once; without, one jitted call per step. The
   state is donated.
   """
-  step_fn = functools.partial(
-      train_step_lib.train_step, networks=networks, optimizers=optimizers, config=config
-  )
-  batch_size = config.batch_size
-  crop = tuple(config.crop) if config.crop else None  # As input_pipeline.crop_box.
+  step_fn = train_step_lib.bind_train_step(config, networks, optimizers)
+  batch_size, seed = config.batch_size, config.seed
+  preprocessing = image_format.from_config(config)
   if scan is None:
     scan = default_scan(data_sharding)
 
@@ -166,7 +161,10 @@ def make_train_steps(
     position = state.step % (images.shape[0] // batch_size)
     indices = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
     batch = preprocess(
-        jnp.take(images, indices, axis=0), config.image_size, config.num_channels, crop
+        jnp.take(images, indices, axis=0),
+        preprocessing.size,
+        preprocessing.channels,
+        preprocessing.crop,
     )
     batch = jax.lax.with_sharding_constraint(batch, data_sharding)
     return step_fn(state, {'image': batch}, jax.random.fold_in(state.rng, state.step))
@@ -177,7 +175,7 @@ def make_train_steps(
   @functools.partial(jax.jit, donate_argnums=0)
   def one_step(state: TrainState, images: jax.Array):
     return train_on_order(
-        state, images, epoch_order(config, epoch_of(state, images), images.shape[0])
+        state, images, epoch_order(seed, epoch_of(state, images), images.shape[0])
     )
 
   @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
@@ -188,14 +186,14 @@ def make_train_steps(
       state, epoch, order = carry
       step_epoch = epoch_of(state, images)  # The order is drawn again only when it changes.
       order = jax.lax.cond(
-          step_epoch == epoch, lambda: order, lambda: epoch_order(config, step_epoch, num_images)
+          step_epoch == epoch, lambda: order, lambda: epoch_order(seed, step_epoch, num_images)
       )
       state, metrics = train_on_order(state, images, order)
       return (state, step_epoch, order), metrics
 
     epoch = epoch_of(state, images)
     (state, _, _), metrics = jax.lax.scan(
-        body, (state, epoch, epoch_order(config, epoch, num_images)), length=count
+        body, (state, epoch, epoch_order(seed, epoch, num_images)), length=count
     )
     return state, metrics
 

@@ -38,6 +38,7 @@ import tensorflow_datasets as tfds
 
 from vaegan_jax import classifier as classifier_lib
 from vaegan_jax import frechet
+from vaegan_jax import image_format
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import kid
@@ -75,12 +76,15 @@ def evaluate(
 ) -> Metrics:
   """The metrics of the module docstring (the classifier's only with a classifier)."""
   config = model.config
-  limit = config.eval.num_samples
+  images = image_format.from_config(config)
+  limit, label_key = config.eval.num_samples, config.eval.label_key
   has_classifier = classifier is not None
   if has_classifier:
-    real, labels = input_pipeline.labelled_images(builder, config, config.eval_split, limit)
+    real, labels = input_pipeline.labelled_images(
+        builder, images, config.eval_split, label_key, limit
+    )
   else:
-    real, labels = input_pipeline.fixed_images(builder, config, limit), None
+    real, labels = input_pipeline.fixed_images(builder, images, config.eval_split, limit), None
   samples = model_samples(model, config.eval.num_samples, rng)
   metrics = {
       'num_samples': float(len(samples)),
@@ -90,7 +94,9 @@ def evaluate(
   if has_classifier:
     real_logits, real_features = classifier_lib.apply(classifier, real)
     sample_logits, sample_features = classifier_lib.apply(classifier, samples)
-    train_real, _ = input_pipeline.labelled_images(builder, config, config.train_split, limit)
+    train_real, _ = input_pipeline.labelled_images(
+        builder, images, config.train_split, label_key, limit
+    )
     _, train_features = classifier_lib.apply(classifier, train_real)
     metrics['classifier/test_accuracy'] = classifier.test_accuracy
     metrics['frechet/samples'] = frechet.features_distance(real_features, sample_features)

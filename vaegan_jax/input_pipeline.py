@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from vaegan_jax import digits
 from vaegan_jax.errors import ConfigError, DatasetUnavailableError
+from vaegan_jax.image_format import ImageFormat
 
 _DOWNLOAD_HOST = ('storage.googleapis.com', 443)  # Where TFDS fetches most data from.
 
@@ -52,28 +53,27 @@ def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     except Exception as e:  # TFDS raises many kinds; all mean the same to the user.
       builder = tfds.builder(config.dataset, data_dir=config.data_dir)
       if builder.is_prepared():  # Another run prepared it at the same time.
-        _check_fields(builder, config)
+        _check_fields(builder, config.image_key, config.train_split, config.eval_split)
         return builder
       raise DatasetUnavailableError(
           f'Could not download and prepare TFDS dataset {config.dataset!r} in '
           f'{builder.data_dir}: {e}'
       ) from e
-  _check_fields(builder, config)
+  _check_fields(builder, config.image_key, config.train_split, config.eval_split)
   return builder
 
 
-def _check_fields(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict):
+def _check_fields(
+    builder: tfds.core.DatasetBuilder, image_key: str, train_split: str, eval_split: str
+):
   features = builder.info.features
-  if config.image_key not in features or not isinstance(
-      features[config.image_key], tfds.features.Image
-  ):
+  if image_key not in features or not isinstance(features[image_key], tfds.features.Image):
     images = [k for k, v in features.items() if isinstance(v, tfds.features.Image)]
     raise ConfigError(
-        f'config.image_key={config.image_key!r} is not an image feature of '
+        f'config.image_key={image_key!r} is not an image feature of '
         f'{builder.name}; its image features: {images}'
     )
-  for field in ('train_split', 'eval_split'):
-    split = config[field]
+  for field, split in (('train_split', train_split), ('eval_split', eval_split)):
     if builder.info.splits and split not in builder.info.splits:
       raise ConfigError(
           f'config.{field}={split!r} is not a split of {builder.name}; '
@@ -121,11 +121,6 @@ def preprocess(
   return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
 
 
-def crop_box(config: ml_collections.ConfigDict) -> tuple[int, int, int, int] | None:
-  """config.crop as preprocess takes it: (top, bottom, left, right), or None."""
-  return tuple(config.crop) if config.crop else None
-
-
 def _images(
     builder: tfds.core.DatasetBuilder,
     split: str,
@@ -170,38 +165,39 @@ def process_rows(sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int,
 
 def train_batches(
     builder: tfds.core.DatasetBuilder,
-    config: ml_collections.ConfigDict,
+    image_format: ImageFormat,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    shuffle_buffer: int,
+    in_memory: bool = False,
     start_step: int = 0,
     rows: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless host batches from `start_step` on: rows[0]:rows[1] of every global batch
-  of config.batch_size images (all of it by default).
+  """Endless host batches of a split from `start_step` on: rows[0]:rows[1] of every
+  global batch of `batch_size` images (all of it by default); the decoded split kept
+  in host memory if `in_memory` (config.cache_dataset).
 
   Every process shuffles the same global order and decodes and preprocesses only
   its own rows, so the global batches, and hence training, do not depend on the
   number of processes or devices.
   """
-  batch_size = config.batch_size
   first, last = rows or (0, batch_size)
-  train_size = num_examples(builder, config.train_split)  # Counts when sizes are unknown.
+  train_size = num_examples(builder, split)  # Counts when sizes are unknown.
   steps_per_epoch = train_size // batch_size
-  images = _images(
-      builder, config.train_split, config.image_key, config.cache_dataset, decode=False
-  )
-  image_feature = builder.info.features[config.image_key]
-  crop = crop_box(config)
+  images = _images(builder, split, image_format.key, in_memory, decode=False)
+  image_feature = builder.info.features[image_format.key]
 
   def prepare(image):
     if image.dtype == tf.string:
       image = image_feature.decode_example(image)
-    return preprocess(image, config.image_size, config.num_channels, crop)
+    return _preprocess(image, image_format)
 
-  buffer = min(config.shuffle_buffer, train_size)
+  buffer = min(shuffle_buffer, train_size)
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
-    dataset = images.shuffle(
-        buffer, seed=_epoch_seed(config.seed, epoch), reshuffle_each_iteration=False
-    )
+    dataset = images.shuffle(buffer, seed=_epoch_seed(seed, epoch), reshuffle_each_iteration=False)
     dataset = dataset.take(steps_per_epoch * batch_size).skip(skip * batch_size)
     if (first, last) != (0, batch_size):
       dataset = dataset.enumerate().filter(
@@ -215,43 +211,38 @@ def train_batches(
     epoch, skip = epoch + 1, 0
 
 
+def _preprocess(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
+  return preprocess(image, image_format.size, image_format.channels, image_format.crop)
+
+
 def fixed_images(
-    builder: tfds.core.DatasetBuilder,
-    config: ml_collections.ConfigDict,
-    count: int,
-    split: str | None = None,
+    builder: tfds.core.DatasetBuilder, image_format: ImageFormat, split: str, count: int
 ) -> np.ndarray:
-  """The first `count` images of a split (config.eval_split by default), preprocessed."""
-  dataset = _images(builder, split or config.eval_split, config.image_key).take(count)
-  dataset = dataset.map(
-      lambda x: preprocess(x, config.image_size, config.num_channels, crop_box(config))
-  )
+  """The first `count` images of a split, preprocessed."""
+  dataset = _images(builder, split, image_format.key).take(count)
+  dataset = dataset.map(lambda x: _preprocess(x, image_format))
   return next(dataset.batch(count).as_numpy_iterator())
 
 
 def labelled_images(
     builder: tfds.core.DatasetBuilder,
-    config: ml_collections.ConfigDict,
+    image_format: ImageFormat,
     split: str,
+    label_key: str,
     limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """(images, labels): the first `limit` examples of a split (all by default),
-  preprocessed, with their config.eval.label_key class labels."""
-  label_key = config.eval.label_key
+  preprocessed, with their class labels `label_key` (config.eval.label_key)."""
   if label_key not in class_labels(builder):
     raise ConfigError(
         f'config.eval.label_key={label_key!r} is not a class label of '
         f'{builder.name}; its class labels: {class_labels(builder) or "none"}.'
     )
-  crop = crop_box(config)
   dataset = builder.as_dataset(split=split, shuffle_files=False)
   if limit is not None:
     dataset = dataset.take(limit)
   dataset = dataset.map(
-      lambda example: (
-          preprocess(example[config.image_key], config.image_size, config.num_channels, crop),
-          example[label_key],
-      ),
+      lambda example: (_preprocess(example[image_format.key], image_format), example[label_key]),
       num_parallel_calls=tf.data.AUTOTUNE,
   )
   parts = list(dataset.batch(4096).as_numpy_iterator())
@@ -279,7 +270,7 @@ def _has_attribute(example: dict, attribute: str) -> bool:
 
 def images_by_attribute(
     builder: tfds.core.DatasetBuilder,
-    config: ml_collections.ConfigDict,
+    image_format: ImageFormat,
     split: str,
     attribute: str,
     limit: int,
@@ -302,9 +293,7 @@ def images_by_attribute(
   groups = {True: [], False: []}
   examples = builder.as_dataset(split=split, shuffle_files=False).take(limit)
   for example in examples.as_numpy_iterator():
-    image = preprocess(
-        example[config.image_key], config.image_size, config.num_channels, crop_box(config)
-    )
+    image = _preprocess(example[image_format.key], image_format)
     groups[_has_attribute(example, attribute)].append(image.numpy())
   if not groups[True] or not groups[False]:
     raise ConfigError(

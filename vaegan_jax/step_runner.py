@@ -8,20 +8,44 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vaegan_jax import device_data
+from vaegan_jax import image_format
 from vaegan_jax import input_pipeline
 from vaegan_jax import sharding
 from vaegan_jax import train_state
 from vaegan_jax import train_step as train_step_lib
 
 
-def steps_until_boundary(step: int, num_steps: int, config: ml_collections.ConfigDict) -> int:
-  """How many steps to run from `step` in one dispatch: config.steps_per_dispatch, or
-  fewer to stop at the next step that logs, checkpoints, evaluates or ends the run."""
-  periods = [config.log_every_steps, config.checkpoint_every_steps]
-  if config.eval.every_steps:
-    periods.append(config.eval.every_steps)
-  boundary = min([num_steps] + [(step // p + 1) * p for p in periods])
-  return max(1, min(config.steps_per_dispatch, boundary - step))
+def steps_until_boundary(
+    step: int, num_steps: int, steps_per_dispatch: int, periods: list[int]
+) -> int:
+  """How many steps to run from `step` in one dispatch: `steps_per_dispatch`, or fewer
+  to stop at the run's end or the next multiple of one of `periods` (the steps that
+  log, checkpoint or evaluate; 0 for never)."""
+  boundary = min([num_steps] + [(step // p + 1) * p for p in periods if p])
+  return max(1, min(steps_per_dispatch, boundary - step))
+
+
+def host_batches(
+    config: ml_collections.ConfigDict,
+    builder: tfds.core.DatasetBuilder,
+    data_sharding: jax.sharding.Sharding,
+    start_step: int = 0,
+    rows: tuple[int, int] | None = None,
+):
+  """The host pipeline's batches of config.train_split from `start_step` on, this
+  process's `rows` of each, prefetched to the devices as global arrays."""
+  batches = input_pipeline.train_batches(
+      builder,
+      image_format.from_config(config),
+      split=config.train_split,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      shuffle_buffer=config.shuffle_buffer,
+      in_memory=config.cache_dataset,
+      start_step=start_step,
+      rows=rows,
+  )
+  return input_pipeline.prefetch_to_device(batches, data_sharding, config.batch_size)
 
 
 def make_step_runner(
@@ -54,11 +78,7 @@ def make_step_runner(
     device_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan)
     return lambda state, step, count: device_steps(state, images, count)
 
-  batches = input_pipeline.prefetch_to_device(
-      input_pipeline.train_batches(builder, config, start_step, rows),
-      data_sharding,
-      config.batch_size,
-  )
+  batches = host_batches(config, builder, data_sharding, start_step, rows)
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)
 
   def host_step(state, step, count):

@@ -25,6 +25,7 @@ from vaegan_jax import config_checks
 from vaegan_jax import device_data
 from vaegan_jax import directories
 from vaegan_jax import evaluation
+from vaegan_jax import image_format
 from vaegan_jax import image_grid
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
@@ -74,7 +75,11 @@ def train_and_evaluate(
     )
   steps_per_epoch = train_size // config.batch_size
   # Read (and checked to fit the devices) before anything is written to the workdir.
-  stored_images = device_data.load_images(builder, config) if config.data_on_device else None
+  stored_images = (
+      device_data.load_images(builder, config.train_split, config.image_key)
+      if config.data_on_device
+      else None
+  )
   num_steps = (
       config.num_train_steps
       if config.num_train_steps > 0
@@ -145,7 +150,11 @@ def train_and_evaluate(
   fixed_z = jax.random.normal(
       jax.random.PRNGKey(config.seed + 1), (config.num_sample_images, config.networks.latent_dim)
   )
-  fixed_real = input_pipeline.fixed_images(builder, config, config.num_sample_images)
+  fixed_real = input_pipeline.fixed_images(
+      builder, image_format.from_config(config), config.eval_split, config.num_sample_images
+  )
+  # The steps that log, checkpoint or evaluate end a dispatch of several steps.
+  periods = [config.log_every_steps, config.checkpoint_every_steps, config.eval.every_steps]
 
   # Loaded (or trained) at the first evaluation, then kept.
   classifier = functools.cache(lambda: evaluation.load_classifier(config, builder))
@@ -201,7 +210,7 @@ def train_and_evaluate(
   try:
     step = start_step
     while step < num_steps:
-      count = step_runner.steps_until_boundary(step, num_steps, config)
+      count = step_runner.steps_until_boundary(step, num_steps, config.steps_per_dispatch, periods)
       state, metrics = run_steps(state, step, count)
       done = step + count
       # Every step's id, in order: with several processes that is where they agree to stop.

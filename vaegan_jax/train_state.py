@@ -89,14 +89,9 @@ MODELS = {
 }
 
 
-def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
-  """The ModelSpec of config.model."""
-  return MODELS[config.model]
-
-
 def used_networks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The names of the networks config.model trains, in NETWORKS order."""
-  return model_spec(config).networks
+  return MODELS[config.model].networks
 
 
 @flax.struct.dataclass

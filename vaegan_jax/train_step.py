@@ -21,8 +21,8 @@ import ml_collections
 import optax
 
 from vaegan_jax import losses
-from vaegan_jax.train_state import NETWORKS, NetworkState, Networks, Optimizers, TrainState
-from vaegan_jax.train_state import model_spec, update_ema, used_networks
+from vaegan_jax.train_state import MODELS, NETWORKS, ModelSpec, NetworkState, Networks
+from vaegan_jax.train_state import Optimizers, TrainState, update_ema
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -59,12 +59,11 @@ def _run_batches(module, params, batch_stats, inputs: list[jax.Array], batches: 
   return results, batch_stats
 
 
-def _rejected_fakes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The fakes (FAKES) Dis learns to reject: the model's, or config.loss.discriminator_fakes."""
-  fixed = model_spec(config).fakes
-  if fixed is not None:
-    return fixed
-  choice = config.loss.discriminator_fakes
+def _rejected_fakes(spec: ModelSpec, loss: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The fakes (FAKES) Dis learns to reject: the model's, or loss.discriminator_fakes."""
+  if spec.fakes is not None:
+    return spec.fakes
+  choice = loss.discriminator_fakes
   return tuple(
       name
       for name, chosen in (
@@ -75,25 +74,27 @@ def _rejected_fakes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   )
 
 
-def uses_prior_samples(config: ml_collections.ConfigDict) -> bool:
+def uses_prior_samples(spec: ModelSpec, loss: ml_collections.ConfigDict) -> bool:
   """Whether Dec decodes prior latents z_p: only for Dis to judge."""
-  return 'prior' in _rejected_fakes(config)
+  return 'prior' in _rejected_fakes(spec, loss)
 
 
-def judged_batches(term: str, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+def judged_batches(term: str, spec: ModelSpec, loss: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The batches ('real' and FAKES) whose Dis outputs loss term `term` reads."""
   if term == 'llike':
-    return ('real', 'recon') if model_spec(config).likelihood == 'dis_l' else ()
+    return ('real', 'recon') if spec.likelihood == 'dis_l' else ()
   if term == 'gan_discriminator':
-    return ('real',) + _rejected_fakes(config)
+    return ('real',) + _rejected_fakes(spec, loss)
   if term == 'gan_decoder':
-    return _rejected_fakes(config)
+    return _rejected_fakes(spec, loss)
   return ()
 
 
 def generate(
     networks: Networks,
-    config: ml_collections.ConfigDict,
+    spec: ModelSpec,
+    loss: ml_collections.ConfigDict,
+    latent_dim: int,
     params: dict[str, Any],
     batch_stats: dict[str, Any],
     images: jax.Array,
@@ -104,43 +105,42 @@ def generate(
   Returns the outputs and the new BatchNorm statistics of the networks it ran.
   """
   noise_rng, prior_rng = jax.random.split(rng)
-  used = used_networks(config)
-  latent_shape = (images.shape[0], config.networks.latent_dim)
+  prior = uses_prior_samples(spec, loss)
   new_stats, outputs, latents = {}, {}, []
-  if 'encoder' in used:
+  if 'encoder' in spec.networks:
     (mu, logvar), new_stats['encoder'] = _apply_train(
         networks.encoder, params['encoder'], batch_stats['encoder'], images
     )
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(noise_rng, mu.shape, mu.dtype)
     outputs.update(mu=mu, logvar=logvar)
     latents.append(z)
-  if uses_prior_samples(config):
-    latents.append(jax.random.normal(prior_rng, latent_shape, images.dtype))
+  if prior:
+    latents.append(jax.random.normal(prior_rng, (images.shape[0], latent_dim), images.dtype))
   decoded, new_stats['decoder'] = _run_batches(
       networks.decoder,
       params['decoder'],
       batch_stats['decoder'],
       latents,
-      config.loss.decoder_batches,
+      loss.decoder_batches,
   )
-  if 'encoder' in used:
+  if 'encoder' in spec.networks:
     outputs['recon'] = decoded[0]
-  if uses_prior_samples(config):
+  if prior:
     outputs['prior'] = decoded[-1]
   return outputs, new_stats
 
 
 def judge(
     networks: Networks,
-    config: ml_collections.ConfigDict,
+    batches: str,
     params: Any,
     batch_stats: Any,
     images: jax.Array,
     fakes: dict[str, jax.Array],
 ) -> tuple[dict[str, jax.Array], Any]:
-  """Dis in training mode on the real images and the fakes: logits and Dis_l features.
-
-  Returns the outputs and Dis's new BatchNorm statistics.
+  """Dis in training mode on the real images and the fakes, as one BatchNorm batch or
+  separate ones (`batches`, config.loss.discriminator_batches): logits and Dis_l
+  features. Returns the outputs and Dis's new BatchNorm statistics.
   """
   names = [name for name in FAKES if name in fakes]
   judged, new_stats = _run_batches(
@@ -148,7 +148,7 @@ def judge(
       params,
       batch_stats,
       [images] + [fakes[n] for n in names],
-      config.loss.discriminator_batches,
+      batches,
   )
   outputs = {'real_logits': judged[0][0], 'real_features': judged[0][1]}
   for name, (logits, features) in zip(names, judged[1:]):
@@ -158,7 +158,7 @@ def judge(
   return outputs, new_stats
 
 
-def loss_weights(config: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
+def loss_weights(spec: ModelSpec, loss: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
   """Each used network's loss as a weighted sum of compute_losses' terms: the model's
   ModelSpec.losses (train_state.MODELS) with config.loss's beta and gamma put in.
 
@@ -167,18 +167,20 @@ def loss_weights(config: ml_collections.ConfigDict) -> dict[str, dict[str, float
   """
   return {
       network: {
-          term: config.loss[weight] if isinstance(weight, str) else weight
+          term: loss[weight] if isinstance(weight, str) else weight
           for term, weight in terms.items()
       }
-      for network, terms in model_spec(config).losses.items()
+      for network, terms in spec.losses.items()
   }
 
 
 def compute_losses(
-    outputs: dict[str, jax.Array], images: jax.Array, config: ml_collections.ConfigDict
+    outputs: dict[str, jax.Array],
+    images: jax.Array,
+    spec: ModelSpec,
+    loss: ml_collections.ConfigDict,
 ) -> dict[str, jax.Array]:
   """The loss terms (see loss_weights), each used network's loss, and Dis's costs."""
-  spec, loss = model_spec(config), config.loss
   terms = {}
   if 'encoder' in spec.networks:
     terms['kl'] = losses.kl_divergence(outputs['mu'], outputs['logvar'])
@@ -189,7 +191,7 @@ def compute_losses(
         outputs['recon_features'], outputs['real_features']
     )
   if 'discriminator' in spec.networks:
-    fake_logits = [outputs[f'{name}_logits'] for name in _rejected_fakes(config)]
+    fake_logits = [outputs[f'{name}_logits'] for name in _rejected_fakes(spec, loss)]
     terms['gan_discriminator'] = losses.discriminator_loss(outputs['real_logits'], fake_logits)
     terms['real_cost'] = losses.bce_real(outputs['real_logits'])
     terms['fake_cost'] = sum(losses.bce_fake(x) for x in fake_logits) / len(fake_logits)
@@ -197,12 +199,12 @@ def compute_losses(
     terms['gan_decoder'] = losses.generator_loss(
         fake_logits, saturating=loss.decoder_gan_loss == 'saturating'
     )
-  for network, weights in loss_weights(config).items():
+  for network, weights in loss_weights(spec, loss).items():
     terms[network] = sum(weight * terms[term] for term, weight in weights.items())
   return terms
 
 
-def reuses_dis_gradient_for_gan_decoder(config: ml_collections.ConfigDict) -> bool:
+def reuses_dis_gradient_for_gan_decoder(spec: ModelSpec, loss: ml_collections.ConfigDict) -> bool:
   """Whether Dec's L_GAN gradient at the fakes is minus that of Dis's loss.
 
   The saturating L_GAN term of Dec is minus Dis's cross-entropy on the fakes, and
@@ -212,15 +214,17 @@ def reuses_dis_gradient_for_gan_decoder(config: ml_collections.ConfigDict) -> bo
   term needs no pull-back through Dis of its own.
   """
   return (
-      model_spec(config).decoder_plays_gan
-      and config.loss.discriminator_batches == 'separate'
-      and config.loss.decoder_gan_loss == 'saturating'
+      spec.decoder_plays_gan
+      and loss.discriminator_batches == 'separate'
+      and loss.decoder_gan_loss == 'saturating'
   )
 
 
 def compute_gradients(
     networks: Networks,
-    config: ml_collections.ConfigDict,
+    spec: ModelSpec,
+    loss: ml_collections.ConfigDict,
+    latent_dim: int,
     state: TrainState,
     images: jax.Array,
     rng: jax.Array,
@@ -239,13 +243,13 @@ def compute_gradients(
   reuses_dis_gradient_for_gan_decoder); XLA drops what no one reads.
   Returns (grads, losses, outputs, new_batch_stats); grads is keyed by network.
   """
-  used = used_networks(config)
+  used = spec.networks
   params = {name: getattr(state, name).params for name in used}
   batch_stats = {name: getattr(state, name).batch_stats for name in used}
-  weights = loss_weights(config)
+  weights = loss_weights(spec, loss)
   generators = [name for name in used if name != 'discriminator']
   gen_outputs, gen_pull_back, new_stats = jax.vjp(
-      lambda p: generate(networks, config, p, batch_stats, images, rng),
+      lambda p: generate(networks, spec, loss, latent_dim, p, batch_stats, images, rng),
       {name: params[name] for name in generators},
       has_aux=True,
   )
@@ -253,7 +257,9 @@ def compute_gradients(
   fakes = {name: gen_outputs[name] for name in FAKES if name in gen_outputs}
   if 'discriminator' in used:
     dis_outputs, dis_pull_back, new_stats['discriminator'] = jax.vjp(
-        lambda p, f: judge(networks, config, p, batch_stats['discriminator'], images, f),
+        lambda p, f: judge(
+            networks, loss.discriminator_batches, p, batch_stats['discriminator'], images, f
+        ),
         params['discriminator'],
         fakes,
         has_aux=True,
@@ -262,14 +268,14 @@ def compute_gradients(
   # Each term's gradient with respect to all outputs, once.
   needed = {term for network_weights in weights.values() for term in network_weights}
   gradients = {
-      term: jax.grad(lambda o, t=term: compute_losses(o, images, config)[t])(outputs)
+      term: jax.grad(lambda o, t=term: compute_losses(o, images, spec, loss)[t])(outputs)
       for term in needed
   }
 
   grads, at_fakes = {}, {}
   if 'discriminator' in used:
-    reuse = reuses_dis_gradient_for_gan_decoder(config)
-    joint = config.loss.discriminator_batches == 'joint'
+    reuse = reuses_dis_gradient_for_gan_decoder(spec, loss)
+    joint = loss.discriminator_batches == 'joint'
     judged_terms = [
         term
         for term in ('gan_discriminator', 'llike', 'gan_decoder')
@@ -281,7 +287,7 @@ def compute_gradients(
       # Separate BatchNorm batches are independent: a fake whose outputs the term
       # does not read gets no gradient, so XLA drops that part of the pull-back
       # (it cannot tell that it pulls back zeros).
-      read = judged_batches(term, config)
+      read = judged_batches(term, spec, loss)
       at_fakes[term] = {
           name: g if joint or name in read else jnp.zeros_like(g)
           for name, g in term_at_fakes.items()
@@ -300,7 +306,7 @@ def compute_gradients(
         total = gradients[term][key] + at_fakes.get(term, {}).get(key, 0.0)
         cotangent[key] = cotangent[key] + weight * total
     grads[name] = gen_pull_back(cotangent)[0][name]
-  return grads, compute_losses(outputs, images, config), outputs, new_stats
+  return grads, compute_losses(outputs, images, spec, loss), outputs, new_stats
 
 
 def equilibrium_gates(
@@ -361,17 +367,22 @@ def train_step(
     *,
     networks: Networks,
     optimizers: Optimizers,
-    config: ml_collections.ConfigDict,
+    spec: ModelSpec,
+    loss: ml_collections.ConfigDict,
+    latent_dim: int,
+    ema_decay: float,
 ) -> tuple[TrainState, Metrics]:
-  """One update of the model's networks on a batch of images in [-1, 1].
+  """One update of the model's networks (`spec`) by their losses (`loss`, config.loss)
+  on a batch of images in [-1, 1]; the moving average of weights, if the state keeps
+  one, with `ema_decay`.
 
   A step whose losses or gradients are not all finite leaves the networks as they
   were (only the step counter moves on, past the batch) and says so in the
   metrics 'nonfinite/<term>', so a NaN can never reach the parameters.
   """
-  used, loss = used_networks(config), config.loss
+  used = spec.networks
   grads, all_losses, outputs, new_stats = compute_gradients(
-      networks, config, state, batch['image'], rng
+      networks, spec, loss, latent_dim, state, batch['image'], rng
   )
   enabled = dict.fromkeys(used, True)
   if loss.equilibrium_gating and 'discriminator' in used:
@@ -419,16 +430,34 @@ def train_step(
   )
   new_state = state.replace(step=state.step + 1, **new_networks)
   if state.ema is not None:  # A skipped, non-finite step leaves the average as it was.
-    ema = update_ema(state.ema, new_state, state.step, config.ema_decay)
+    ema = update_ema(state.ema, new_state, state.step, ema_decay)
     new_state = new_state.replace(
         ema=jax.tree.map(lambda new, old: jnp.where(all_finite, new, old), ema, state.ema)
     )
   return new_state, metrics
 
 
+StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+
+
+def bind_train_step(
+    config: ml_collections.ConfigDict, networks: Networks, optimizers: Optimizers
+) -> StepFn:
+  """train_step(state, batch, rng) with what it reads of `config` bound: the model
+  (config.model), config.loss, the latent size and the moving average's decay."""
+  return functools.partial(
+      train_step,
+      networks=networks,
+      optimizers=optimizers,
+      spec=MODELS[config.model],
+      loss=config.loss,
+      latent_dim=config.networks.latent_dim,
+      ema_decay=config.ema_decay,
+  )
+
+
 def make_train_step(
     config: ml_collections.ConfigDict, networks: Networks, optimizers: Optimizers
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+) -> StepFn:
   """The jitted step; the state argument is donated, so its buffers are reused."""
-  step = functools.partial(train_step, networks=networks, optimizers=optimizers, config=config)
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(bind_train_step(config, networks, optimizers), donate_argnums=0)
