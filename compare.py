@@ -28,11 +28,11 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from vaegan_jax import datasets
 from vaegan_jax import entry_point
 from vaegan_jax import evaluation
 from vaegan_jax import image_grid
 from vaegan_jax import inference
-from vaegan_jax import input_pipeline
 from vaegan_jax import train
 from vaegan_jax import train_state
 from vaegan_jax.errors import ConfigError
@@ -103,7 +103,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path) -> float:
 def _score(workdir: epath.Path, use_ema: bool) -> tuple[inference.Model, dict]:
   model = inference.load_model(workdir, use_ema=use_ema)
   model.config.eval.num_samples = FLAGS.num_samples
-  builder = input_pipeline.get_builder(model.config)
+  builder = datasets.get_builder(model.config)
   classifier = evaluation.load_classifier(model.config, builder)
   metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(0))
   return model, metrics

@@ -19,10 +19,10 @@ from clu import metric_writers
 import jax
 
 from configs import default
+from vaegan_jax import datasets
 from vaegan_jax import entry_point
 from vaegan_jax import evaluation
 from vaegan_jax import inference
-from vaegan_jax import input_pipeline
 from vaegan_jax.errors import ConfigError
 
 flags.DEFINE_string('workdir', None, 'The --workdir of a train.py run.')
@@ -72,7 +72,7 @@ def main(argv):
       config.model,
       ", the weights' moving average" if model.uses_ema else '',
   )
-  builder = input_pipeline.get_builder(config)
+  builder = datasets.get_builder(config)
   classifier = evaluation.load_classifier(config, builder)
   metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))
   writer = metric_writers.SummaryWriter(FLAGS.workdir)

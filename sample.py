@@ -27,6 +27,8 @@ from absl import logging
 from etils import epath
 import jax
 
+from vaegan_jax import attributes
+from vaegan_jax import datasets
 from vaegan_jax import directories
 from vaegan_jax import entry_point
 from vaegan_jax import export
@@ -163,7 +165,7 @@ def draw(model: inference.Model) -> dict[str, object]:
     if FLAGS.data_dir:
       config.data_dir = FLAGS.data_dir
     try:
-      builder = input_pipeline.get_builder(config)
+      builder = datasets.get_builder(config)
     except DatasetUnavailableError as e:
       logging.warning(
           '%s\nSkipping %s; --images DIR draws them from your own images.', e, ', '.join(needs_data)
@@ -211,7 +213,7 @@ def draw(model: inference.Model) -> dict[str, object]:
           FLAGS.attribute_examples,
           FLAGS.split or config.eval_split,
       )
-      with_images, without_images = input_pipeline.images_by_attribute(
+      with_images, without_images = attributes.images_by_attribute(
           builder,
           image_format.from_config(config),
           FLAGS.split or config.eval_split,

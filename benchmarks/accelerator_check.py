@@ -34,6 +34,7 @@ from benchmarks import device_peaks
 from configs import cifar10
 from configs import mnist
 from vaegan_jax import device_data
+from vaegan_jax import device_steps
 from vaegan_jax import entry_point
 from vaegan_jax import sharding
 from vaegan_jax import train_state
@@ -105,7 +106,7 @@ def measure(name: str, config) -> dict:
   images = device_data.put_on_devices(
       np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), replicated
   )
-  run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan=True)
+  run_steps = device_steps.make_train_steps(config, networks, optimizers, data_sharding, scan=True)
   count = config.steps_per_dispatch
 
   start = time.perf_counter()

@@ -30,9 +30,10 @@ from benchmarks import device_peaks
 from configs import default
 from vaegan_jax import config_checks
 from vaegan_jax.cpu import convolutions as cpu_convolutions
+from vaegan_jax import datasets
 from vaegan_jax import device_data
+from vaegan_jax import device_steps
 from vaegan_jax import entry_point
-from vaegan_jax import input_pipeline
 from vaegan_jax import sharding
 from vaegan_jax import step_runner
 from vaegan_jax import train_state
@@ -115,7 +116,7 @@ def benchmark(config) -> dict:
   pipeline, pipeline_figures = None, {}
   if FLAGS.pipeline:
     try:
-      builder = input_pipeline.get_builder(config)
+      builder = datasets.get_builder(config)
       pipeline, state, calls_per_measurement, steps_per_call, pipeline_figures = _pipeline(
           config, builder, networks, optimizers, state, compiled, base_rng
       )
@@ -197,7 +198,7 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
   (the on-device one has run once: its compile time is a figure)."""
   replicated, data_sharding = sharding.data_parallel_shardings()
   if not config.data_on_device:
-    rows = input_pipeline.process_rows(data_sharding, config.batch_size)
+    rows = sharding.process_rows(data_sharding, config.batch_size)
     host_batches = lambda: step_runner.host_batches(config, builder, data_sharding, 0, rows)
     batches = host_batches()
     run = lambda state, i: compiled_step(state, next(batches), jax.random.fold_in(base_rng, i))[0]
@@ -218,8 +219,8 @@ def _pipeline(config, builder, networks, optimizers, state, compiled_step, base_
       device_data.load_images(builder, config.train_split, config.image_key), replicated
   )
   steps_per_call = config.steps_per_dispatch
-  scan = device_data.default_scan(data_sharding)
-  run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan)
+  scan = device_steps.default_scan(data_sharding)
+  run_steps = device_steps.make_train_steps(config, networks, optimizers, data_sharding, scan)
   run = lambda state, i: run_steps(state, images, steps_per_call)[0]
   start = time.perf_counter()
   state = jax.block_until_ready(run(state, 0))

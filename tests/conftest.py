@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from configs import digits
 from tests.helpers import tiny
-from vaegan_jax import input_pipeline
+from vaegan_jax import datasets
 from vaegan_jax import train
 
 tf.config.set_visible_devices([], 'GPU')
@@ -78,6 +78,6 @@ def mock_tfds(monkeypatch):
   reachability check answered "yes", as on a machine with network access."""
   import tensorflow_datasets as tfds
 
-  monkeypatch.setattr(input_pipeline, '_network_reachable', lambda timeout=5.0: True)
+  monkeypatch.setattr(datasets, '_network_reachable', lambda timeout=5.0: True)
   with tfds.testing.mock_data(num_examples=40):
     yield

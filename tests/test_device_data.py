@@ -13,7 +13,9 @@ import tensorflow as tf
 from configs import digits
 from configs import mnist
 from tests.helpers import tiny
+from vaegan_jax import datasets
 from vaegan_jax import device_data
+from vaegan_jax import device_steps
 from vaegan_jax import input_pipeline
 from vaegan_jax import nonfinite
 from vaegan_jax import progress
@@ -93,7 +95,7 @@ def test_scanned_steps_train_on_their_batches_of_the_epoch(mock_tfds):
           train_state.create_train_state, config=config, networks=networks, optimizers=optimizers
       )
   )
-  stored = device_data.load_images(input_pipeline.get_builder(config), 'train', 'image')
+  stored = device_data.load_images(datasets.get_builder(config), 'train', 'image')
   assert stored.shape == (40, 28, 28, 1) and stored.dtype == np.uint8
   images = jax.device_put(stored)
 
@@ -111,7 +113,7 @@ def test_scanned_steps_train_on_their_batches_of_the_epoch(mock_tfds):
   by_hand = jax.tree.map(lambda *values: np.stack(values), *by_hand)
   assert not np.allclose(by_hand['d_real'][0], by_hand['d_real'][1:])  # Other batches.
 
-  run_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan=True)
+  run_steps = device_steps.make_train_steps(config, networks, optimizers, data_sharding, scan=True)
   # A scan from inside an epoch into the next, as most dispatches but a run's first start.
   state, metrics = run_steps(after_first_step, images, 2)
   assert int(state.step) == 3 and metrics['loss/decoder'].shape == (2,)

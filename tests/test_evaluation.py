@@ -12,6 +12,7 @@ import scipy.linalg
 from configs import digits
 from tests.helpers import ROOT, tiny
 from vaegan_jax import classifier as classifier_lib
+from vaegan_jax import datasets
 from vaegan_jax import evaluation
 from vaegan_jax import frechet
 from vaegan_jax import image_format
@@ -90,7 +91,7 @@ def eval_config(tfds_data_dir, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def digits_classifier(eval_config):
-  builder = input_pipeline.get_builder(eval_config)
+  builder = datasets.get_builder(eval_config)
   return classifier_lib.load_or_train(eval_config, builder)
 
 
@@ -99,7 +100,7 @@ def test_classifier_is_trained_once_and_cached(eval_config, digits_classifier, m
   metadata = json.loads((digits_classifier.path / 'metadata.json').read_text())
   assert metadata['test_accuracy'] == digits_classifier.test_accuracy
   monkeypatch.setattr(classifier_lib, 'train', lambda *a, **k: pytest.fail('retrained'))
-  builder = input_pipeline.get_builder(eval_config)
+  builder = datasets.get_builder(eval_config)
   again = classifier_lib.load_or_train(eval_config, builder)
   images, labels = input_pipeline.labelled_images(
       builder, image_format.from_config(eval_config), 'test', 'label'
@@ -110,7 +111,7 @@ def test_classifier_is_trained_once_and_cached(eval_config, digits_classifier, m
 def test_a_dataset_without_the_label_is_refused(eval_config):
   config = eval_config.copy_and_resolve_references()
   config.eval.label_key = 'digit'
-  builder = input_pipeline.get_builder(config)
+  builder = datasets.get_builder(config)
   with pytest.raises(ConfigError, match="label_key='digit' is not a class label.*'label'"):
     input_pipeline.labelled_images(builder, image_format.from_config(config), 'test', 'digit')
   assert evaluation.load_classifier(config, builder) is None
@@ -156,7 +157,7 @@ def test_training_evaluates_when_configured(vaegan_run):
 def test_reconstruction_metrics_are_what_they_say(eval_config, vaegan_run, digits_classifier):
   """The reconstruction figures recomputed here from the checkpoint, image by image."""
   model = inference.load_model(vaegan_run)
-  builder = input_pipeline.get_builder(model.config)
+  builder = datasets.get_builder(model.config)
   real, labels = input_pipeline.labelled_images(
       builder, image_format.from_config(model.config), 'test', 'label', 200
   )
@@ -175,7 +176,7 @@ def test_reconstruction_metrics_are_what_they_say(eval_config, vaegan_run, digit
 def test_the_frechet_distance_tells_real_digits_from_noise(eval_config, digits_classifier):
   """Held-out digits score near the train-vs-test floor; noise and blurred digits far
   worse, and worse the further from the data."""
-  builder = input_pipeline.get_builder(eval_config)
+  builder = datasets.get_builder(eval_config)
   train_images, _ = input_pipeline.labelled_images(
       builder, image_format.from_config(eval_config), 'train', 'label', 600
   )
@@ -205,7 +206,7 @@ def test_evaluating_a_checkpoint_matches_evaluating_in_training(
   workdir = vaegan_run
   model = inference.load_model(workdir)
   model.config.eval.classifier_dir = eval_config.eval.classifier_dir
-  builder = input_pipeline.get_builder(model.config)
+  builder = datasets.get_builder(model.config)
   metrics = evaluation.evaluate(
       model, builder, digits_classifier, jax.random.PRNGKey(eval_config.seed + 2)
   )

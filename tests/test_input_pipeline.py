@@ -8,15 +8,16 @@ from configs import celeba
 from configs import cifar10
 from configs import mnist
 from tests.helpers import tiny
+from vaegan_jax import datasets
 from vaegan_jax import image_format
 from vaegan_jax import input_pipeline
 from vaegan_jax.errors import ConfigError, DatasetUnavailableError
 
 
 def test_digits_builder_holds_all_of_sklearn_digits(tiny_digits_config):
-  builder = input_pipeline.get_builder(tiny_digits_config)
-  assert input_pipeline.num_examples(builder, 'train') == 1497
-  assert input_pipeline.num_examples(builder, 'test') == 300
+  builder = datasets.get_builder(tiny_digits_config)
+  assert datasets.num_examples(builder, 'train') == 1497
+  assert datasets.num_examples(builder, 'test') == 300
   test = tfds.as_numpy(builder.as_dataset(split='test', batch_size=-1))
   assert test['image'].shape == (300, 8, 8, 1) and test['image'].dtype == np.uint8
   assert test['image'].max() == 255 and test['image'].min() == 0
@@ -24,7 +25,7 @@ def test_digits_builder_holds_all_of_sklearn_digits(tiny_digits_config):
 
 
 def _first_batches(config, start_step, count):
-  builder = input_pipeline.get_builder(config)
+  builder = datasets.get_builder(config)
   batches = input_pipeline.train_batches(
       builder,
       image_format.from_config(config),
@@ -67,7 +68,7 @@ def test_tfds_datasets_by_name(mock_tfds, get_config, channels):
   (batch,) = _first_batches(config, 0, 1)
   assert batch.shape == (16, 32, 32, channels)
   assert -1.0 <= batch.min() and batch.max() <= 1.0
-  builder = input_pipeline.get_builder(config)
+  builder = datasets.get_builder(config)
   fixed = input_pipeline.fixed_images(builder, image_format.from_config(config), 'test', 4)
   assert fixed.shape == (4, 32, 32, channels)
 
@@ -91,11 +92,11 @@ def test_channels_are_converted_to_the_config(mock_tfds):
 
 
 def test_unprepared_dataset_without_network_fails_fast(tmp_path, monkeypatch):
-  monkeypatch.setattr(input_pipeline, '_network_reachable', lambda timeout=5.0: False)
+  monkeypatch.setattr(datasets, '_network_reachable', lambda timeout=5.0: False)
   config = mnist.get_config()
   config.data_dir = str(tmp_path)
   with pytest.raises(DatasetUnavailableError) as error:
-    input_pipeline.get_builder(config)
+    datasets.get_builder(config)
   message = str(error.value)
   assert str(tmp_path) in message and 'data_dir' in message and 'configs/digits.py' in message
 
@@ -104,7 +105,7 @@ def test_wrong_image_key_or_split_names_the_field(tiny_digits_config):
   config = tiny_digits_config
   config.image_key = 'picture'
   with pytest.raises(ConfigError, match=r"config.image_key='picture'.*\['image'\]"):
-    input_pipeline.get_builder(config)
+    datasets.get_builder(config)
   config.image_key, config.eval_split = 'image', 'validation'
   with pytest.raises(ConfigError, match=r"config.eval_split='validation'.*'test'"):
-    input_pipeline.get_builder(config)
+    datasets.get_builder(config)

@@ -19,6 +19,7 @@ from configs import digits
 from tests.helpers import ROOT, SCALE_OUT_RUN, logged_scalars, override, run_script, tiny
 from tests.train_worker import flat_arrays
 from vaegan_jax import config_checks
+from vaegan_jax import datasets
 from vaegan_jax import image_format
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
@@ -178,7 +179,7 @@ def test_two_processes_train_as_one(one_device_run, tfds_data_dir, tmp_path):
 
 def test_each_process_reads_its_own_rows_of_the_same_batches(tiny_digits_config):
   config = tiny_digits_config
-  builder = input_pipeline.get_builder(config)
+  builder = datasets.get_builder(config)
 
   def batches(start_step, rows=None, in_memory=True):
     return input_pipeline.train_batches(

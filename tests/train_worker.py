@@ -23,7 +23,8 @@ import numpy as np
 
 from configs import digits
 from tests.helpers import SCALE_OUT_RUN, override, tiny
-from vaegan_jax import device_data, entry_point, inference, input_pipeline, sharding, train
+from vaegan_jax import device_data, entry_point, inference, sharding, train
+from vaegan_jax import datasets
 from vaegan_jax import train_state
 from vaegan_jax import train_step
 
@@ -41,7 +42,7 @@ def flat_arrays(tree) -> dict[str, np.ndarray]:
 
 def replay_on_device_batches(config) -> train_state.TrainState:
   """config.num_train_steps host steps, on batch rows of device_data's epoch orders."""
-  builder = input_pipeline.get_builder(config)
+  builder = datasets.get_builder(config)
   stored = device_data.load_images(builder, config.train_split, config.image_key)
   steps_per_epoch = len(stored) // config.batch_size
   replicated, data_sharding = sharding.data_parallel_shardings()

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
+from vaegan_jax import datasets
 from vaegan_jax import image_format
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
@@ -130,7 +131,7 @@ def load_or_train(
     images, labels = input_pipeline.labelled_images(
         builder, image_format.from_config(config), config.train_split, config.eval.label_key
     )
-    classes = input_pipeline.num_classes(builder, config.eval.label_key)
+    classes = datasets.num_classes(builder, config.eval.label_key)
     logging.info(
         'Training the evaluation classifier of %s (%d images, %d steps); it is ' 'cached in %s.',
         config.dataset,

@@ -1,12 +1,11 @@
-"""The training set in device memory: shuffled, batched and trained on by the devices.
+"""The training set in device memory: stored as uint8, put on the devices, shuffled
+and preprocessed there (device_steps.py trains on it).
 
 For datasets that fit (mnist, cifar10, the digits: tens to hundreds of MB of
 uint8 pixels), the host pipeline's work per step (shuffle, decode, resize, copy
-to the devices) and the one Python dispatch per step give way to one jitted call
-that runs several train steps in a lax.scan (on GPU and TPU; see default_scan for
-CPU). Each step takes its batch from the epoch's permutation of the stored images
-and preprocesses it on the devices as input_pipeline.preprocess does on the host,
-so neither Python nor the host's cores limit a fast accelerator.
+to the devices) gives way to drawing each batch from the epoch's permutation of
+the stored images and preprocessing it on the devices as input_pipeline.preprocess
+does on the host, so neither Python nor the host's cores limit a fast accelerator.
 
 Like the host pipeline's, the data order is a function of (seed, step) alone, so a
 resumed run sees the batches an uninterrupted one would. It is a different order
@@ -14,19 +13,14 @@ from the host pipeline's: a jax.random permutation of the whole split per epoch
 rather than tf.data's shuffle buffer.
 """
 
-import functools
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from vaegan_jax import image_format
-from vaegan_jax import train_step as train_step_lib
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.train_state import Networks, Optimizers, TrainState
 
 if TYPE_CHECKING:  # TensorFlow only where a TFDS dataset is read: the steps run without it.
   import tensorflow_datasets as tfds
@@ -119,91 +113,3 @@ def epoch_order(seed: int, epoch: jax.Array, num_images: int) -> jax.Array:
   visits the images: a permutation of range(num_images)."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), _ORDER_STREAM)
   return jax.random.permutation(jax.random.fold_in(key, epoch), num_images)
-
-
-def default_scan(data_sharding: jax.sharding.Sharding) -> bool:
-  """Whether several steps run in one lax.scan: on GPU and TPU, not on CPU.
-
-  XLA:CPU compiles a convolution inside a loop without the operand transposes that
-  give it Eigen's kernels (jax-ml/jax#12868): this model's step ran many times slower
-  inside a loop (docs/performance.md). On CPU the steps are therefore separate calls,
-  which compute the same.
-  """
-  return next(iter(data_sharding.device_set)).platform != 'cpu'
-
-
-def make_train_steps(
-    config: ml_collections.ConfigDict,
-    networks: Networks,
-    optimizers: Optimizers,
-    data_sharding: jax.sharding.Sharding,
-    scan: bool | None = None,
-) -> Callable[[TrainState, jax.Array, int], tuple[TrainState, train_step_lib.Metrics]]:
-  """run_steps(state, images, count): `count` train steps from state.step on.
-
-  `images` are load_images' on the devices (put_on_devices). Step s trains on
-  rows (s % steps_per_epoch) * batch_size onwards of epoch s // steps_per_epoch's
-  order (the last partial batch of an epoch is dropped, as on the host), with the
-  step key fold_in(state.rng, s) the host loop uses too. Returns the state after
-  the last step and each step's metrics, stacked along a leading axis of `count`.
-  With `scan` (default_scan: on GPU and TPU) the steps run in one jitted lax.scan,
-  each distinct `count` compiled once; without, one jitted call per step. The
-  state is donated.
-  """
-  step_fn = train_step_lib.bind_train_step(config, networks, optimizers)
-  batch_size, seed = config.batch_size, config.seed
-  preprocessing = image_format.from_config(config)
-  if scan is None:
-    scan = default_scan(data_sharding)
-
-  def train_on_order(state: TrainState, images: jax.Array, order: jax.Array):
-    """One step on its batch of the epoch's `order`."""
-    position = state.step % (images.shape[0] // batch_size)
-    indices = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
-    batch = preprocess(
-        jnp.take(images, indices, axis=0),
-        preprocessing.size,
-        preprocessing.channels,
-        preprocessing.crop,
-    )
-    batch = jax.lax.with_sharding_constraint(batch, data_sharding)
-    return step_fn(state, {'image': batch}, jax.random.fold_in(state.rng, state.step))
-
-  def epoch_of(state: TrainState, images: jax.Array) -> jax.Array:
-    return state.step // (images.shape[0] // batch_size)
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def one_step(state: TrainState, images: jax.Array):
-    return train_on_order(
-        state, images, epoch_order(seed, epoch_of(state, images), images.shape[0])
-    )
-
-  @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
-  def scanned_steps(state: TrainState, images: jax.Array, count: int):
-    num_images = images.shape[0]
-
-    def body(carry, _):
-      state, epoch, order = carry
-      step_epoch = epoch_of(state, images)  # The order is drawn again only when it changes.
-      order = jax.lax.cond(
-          step_epoch == epoch, lambda: order, lambda: epoch_order(seed, step_epoch, num_images)
-      )
-      state, metrics = train_on_order(state, images, order)
-      return (state, step_epoch, order), metrics
-
-    epoch = epoch_of(state, images)
-    (state, _, _), metrics = jax.lax.scan(
-        body, (state, epoch, epoch_order(seed, epoch, num_images)), length=count
-    )
-    return state, metrics
-
-  def run_steps(state: TrainState, images: jax.Array, count: int):
-    if scan and count > 1:
-      return scanned_steps(state, images, count)
-    all_metrics = []
-    for _ in range(count):
-      state, metrics = one_step(state, images)
-      all_metrics.append(metrics)
-    return state, jax.tree.map(lambda *values: jnp.stack(values), *all_metrics)
-
-  return run_steps

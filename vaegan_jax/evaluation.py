@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vaegan_jax import classifier as classifier_lib
+from vaegan_jax import datasets
 from vaegan_jax import frechet
 from vaegan_jax import image_format
 from vaegan_jax import inference
@@ -129,7 +130,7 @@ def load_classifier(
 ) -> classifier_lib.TrainedClassifier | None:
   """The dataset's evaluation classifier; None (with a warning) if it has no class label."""
   label_key = config.eval.label_key
-  if label_key not in input_pipeline.class_labels(builder):
+  if label_key not in datasets.class_labels(builder):
     logging.warning(
         '%s has no class label %r (config.eval.label_key): evaluating without '
         'the classifier metrics (Frechet distances, accuracies).',

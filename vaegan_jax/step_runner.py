@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vaegan_jax import device_data
+from vaegan_jax import device_steps
 from vaegan_jax import image_format
 from vaegan_jax import input_pipeline
 from vaegan_jax import sharding
@@ -45,7 +46,7 @@ def host_batches(
       start_step=start_step,
       rows=rows,
   )
-  return input_pipeline.prefetch_to_device(batches, data_sharding, config.batch_size)
+  return sharding.prefetch_to_device(batches, data_sharding, config.batch_size)
 
 
 def make_step_runner(
@@ -66,7 +67,7 @@ def make_step_runner(
   replicated, data_sharding = sharding.data_parallel_shardings()
   if stored_images is not None:
     images = device_data.put_on_devices(stored_images, replicated)
-    scan = device_data.default_scan(data_sharding)
+    scan = device_steps.default_scan(data_sharding)
     logging.info(
         'Keeping the %d training images (%.1f MB) on the devices; %s.',
         images.shape[0],
@@ -75,8 +76,8 @@ def make_step_runner(
         if scan
         else 'one step per call on CPU (XLA:CPU runs convolutions in loops slowly)',
     )
-    device_steps = device_data.make_train_steps(config, networks, optimizers, data_sharding, scan)
-    return lambda state, step, count: device_steps(state, images, count)
+    run_steps = device_steps.make_train_steps(config, networks, optimizers, data_sharding, scan)
+    return lambda state, step, count: run_steps(state, images, count)
 
   batches = host_batches(config, builder, data_sharding, start_step, rows)
   step_fn = train_step_lib.make_train_step(config, networks, optimizers)

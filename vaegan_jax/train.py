@@ -22,6 +22,7 @@ import numpy as np
 
 from vaegan_jax import checkpointing
 from vaegan_jax import config_checks
+from vaegan_jax import datasets
 from vaegan_jax import device_data
 from vaegan_jax import directories
 from vaegan_jax import evaluation
@@ -66,8 +67,8 @@ def train_and_evaluate(
   config_checks.validate_config(config)
   directories.check_writable(workdir, 'workdir')
   workdir = epath.Path(workdir)
-  builder = input_pipeline.get_builder(config)
-  train_size = input_pipeline.num_examples(builder, config.train_split)
+  builder = datasets.get_builder(config)
+  train_size = datasets.num_examples(builder, config.train_split)
   if train_size < config.batch_size:
     raise ConfigError(
         f'config.batch_size={config.batch_size}: larger than the '
@@ -127,7 +128,7 @@ def train_and_evaluate(
   )
   if start_step:
     logging.info('Resuming from the checkpoint of step %d in %s.', start_step, workdir)
-  rows = input_pipeline.process_rows(data_sharding, config.batch_size)
+  rows = sharding.process_rows(data_sharding, config.batch_size)
   logging.info(
       'Training %s for %d steps (%d per epoch), batch %d on %d device(s)%s.',
       config.dataset,
