@@ -40,20 +40,28 @@ def flat_arrays(tree) -> dict[str, np.ndarray]:
   }
 
 
-def replay_on_device_batches(config) -> train_state.TrainState:
-  """config.num_train_steps host steps, on batch rows of device_data's epoch orders."""
-  builder = datasets.get_builder(config)
-  stored = device_data.load_images(builder, config.train_split, config.image_key)
-  steps_per_epoch = len(stored) // config.batch_size
-  replicated, data_sharding = sharding.data_parallel_shardings()
+def initial_state(config, steps_per_epoch: int = 1) -> train_state.TrainState:
+  """The state a run of config starts from, replicated over the devices."""
+  replicated, _ = sharding.data_parallel_shardings()
   networks = train_state.build_networks(config)
   optimizers = train_state.build_optimizers(config, steps_per_epoch)
-  state = jax.jit(
+  return jax.jit(
       functools.partial(
           train_state.create_train_state, config=config, networks=networks, optimizers=optimizers
       ),
       out_shardings=replicated,
   )(jax.random.PRNGKey(config.seed))
+
+
+def replay_on_device_batches(config) -> train_state.TrainState:
+  """config.num_train_steps host steps, on batch rows of device_data's epoch orders."""
+  builder = datasets.get_builder(config)
+  stored = device_data.load_images(builder, config.train_split, config.image_key)
+  steps_per_epoch = len(stored) // config.batch_size
+  _, data_sharding = sharding.data_parallel_shardings()
+  networks = train_state.build_networks(config)
+  optimizers = train_state.build_optimizers(config, steps_per_epoch)
+  state = initial_state(config, steps_per_epoch)
   step_fn = train_step.make_train_step(config, networks, optimizers)
   # Jitted as on the devices: eager and compiled preprocessing round differently.
   preprocess = jax.jit(device_data.preprocess, static_argnums=(1, 2))
