@@ -40,9 +40,7 @@ def images_by_attribute(
   groups = {True: [], False: []}
   examples = builder.as_dataset(split=split, shuffle_files=False).take(limit)
   for example in examples.as_numpy_iterator():
-    image = input_pipeline.preprocess(
-        example[image_format.key], image_format.size, image_format.channels, image_format.crop
-    )
+    image = input_pipeline.preprocess_as(example[image_format.key], image_format)
     groups[_has_attribute(example, attribute)].append(image.numpy())
   if not groups[True] or not groups[False]:
     raise ConfigError(

@@ -107,7 +107,7 @@ def train_batches(
   def prepare(image):
     if image.dtype == tf.string:
       image = image_feature.decode_example(image)
-    return _preprocess(image, image_format)
+    return preprocess_as(image, image_format)
 
   buffer = min(shuffle_buffer, train_size)
   epoch, skip = divmod(start_step, steps_per_epoch)
@@ -126,7 +126,8 @@ def train_batches(
     epoch, skip = epoch + 1, 0
 
 
-def _preprocess(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
+def preprocess_as(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
+  """preprocess to an ImageFormat's size, channels and crop."""
   return preprocess(image, image_format.size, image_format.channels, image_format.crop)
 
 
@@ -135,7 +136,7 @@ def fixed_images(
 ) -> np.ndarray:
   """The first `count` images of a split, preprocessed."""
   dataset = _images(builder, split, image_format.key).take(count)
-  dataset = dataset.map(lambda x: _preprocess(x, image_format))
+  dataset = dataset.map(lambda x: preprocess_as(x, image_format))
   return next(dataset.batch(count).as_numpy_iterator())
 
 
@@ -157,7 +158,7 @@ def labelled_images(
   if limit is not None:
     dataset = dataset.take(limit)
   dataset = dataset.map(
-      lambda example: (_preprocess(example[image_format.key], image_format), example[label_key]),
+      lambda example: (preprocess_as(example[image_format.key], image_format), example[label_key]),
       num_parallel_calls=tf.data.AUTOTUNE,
   )
   parts = list(dataset.batch(4096).as_numpy_iterator())
