@@ -12,6 +12,8 @@ in WORKDIR/<model>/seed_<seed> (re-running resumes or, when done, only re-scores
 then is scored by evaluation.py on --num_samples samples. Writes WORKDIR/results.md
 (mean ± standard deviation over the seeds), results.json (every seed's metrics),
 and samples.png (prior samples of each model's first seed, the same latents for all).
+XLA's compiled steps are kept in WORKDIR/compilation_cache (unless
+JAX_COMPILATION_CACHE_DIR names another), so only a model's first seed compiles them.
 """
 
 import json
@@ -133,6 +135,10 @@ def main(argv):
   workdir = epath.Path(FLAGS.workdir)
   start = time.perf_counter()
   seeds = _check_flags()
+  if not jax.config.jax_compilation_cache_dir:
+    # Every seed of a model compiles the same train and evaluation steps: only the
+    # first seed's run pays XLA's compile time.
+    jax.config.update('jax_compilation_cache_dir', str(workdir / 'compilation_cache'))
   rows, panels, results = {}, [], {}
   for model_name in FLAGS.models:
     for seed in seeds:
