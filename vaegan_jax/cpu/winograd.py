@@ -29,6 +29,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from vaegan_jax.cpu import space_to_depth
+
 # F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity: input, kernel
 # and output transforms (Lavin & Gray 2016, section 4.2).
 _INPUT = np.array(
@@ -144,27 +146,13 @@ def _conv3x3_backward(residuals, dy):
 conv3x3.defvjp(_conv3x3_forward, _conv3x3_backward)
 
 
-def _space_to_depth(x: jax.Array) -> jax.Array:
-  n, h, w, c = x.shape
-  x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(n, h // 2, w // 2, 4 * c)
-
-
 def conv5x5_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """lax.conv_general_dilated(x, kernel, (2, 2), 'SAME') for NHWC x of even height and
-  width and a 5x5 HWIO kernel, as a 3x3 convolution of the space-to-depth input.
-
-  SAME pads 1 pixel before and 2 after, so output pixel i reads input pixels 2i - 1 ..
-  2i + 3: blocks i - 1, i, i + 1 of 2x2 pixels, with the first pixel of block i - 1
-  unused. Padding the kernel with one zero tap in front gives each block its 2x2 taps.
-  """
-  c, k = kernel.shape[2:]
-  kernel = jnp.pad(kernel, ((1, 0), (1, 0), (0, 0), (0, 0)))
-  kernel = kernel.reshape(3, 2, 3, 2, c, k).transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, k)
-  return conv3x3(_space_to_depth(x), kernel)
+  width and a 5x5 HWIO kernel, as a 3x3 convolution of the space-to-depth input."""
+  return conv3x3(space_to_depth.space_to_depth(x), space_to_depth.stride2_kernel(kernel))
 
 
-def _winograd_form(
+def _faster_form(
     lhs_shape,
     rhs_shape,
     window_strides,
@@ -176,10 +164,14 @@ def _winograd_form(
     dtype,
     **kwargs,
 ):
-  """conv3x3 or conv5x5_stride2 where either computes this convolution faster, else None."""
+  """What computes this convolution faster on CPU than XLA's own, or None.
+
+  Winograd's conv3x3 or conv5x5_stride2 where it pays (float32, enough channels);
+  other 5x5 stride-2 convolutions take their input gradient through the space-to-depth
+  form, which is exact in any dtype.
+  """
   if (
-      dtype != jnp.float32
-      or feature_group_count != 1
+      feature_group_count != 1
       or kwargs.get('batch_group_count', 1) != 1
       or kwargs.get('preferred_element_type') is not None
       or len(lhs_shape) != 4
@@ -195,16 +187,19 @@ def _winograd_form(
     padding = lax.padtype_to_pads(lhs_shape[1:3], window, strides, padding)
   padding = tuple(tuple(p) for p in padding)
   (_, height, width, channels), features = lhs_shape, rhs_shape[3]
+  float32 = dtype == jnp.float32
   if window == (3, 3) and strides == (1, 1) and padding == ((1, 1), (1, 1)):
-    return conv3x3 if min(channels, features) >= MIN_CHANNELS else None
+    return conv3x3 if float32 and min(channels, features) >= MIN_CHANNELS else None
   if (
       window == (5, 5)
       and strides == (2, 2)
-      and padding == ((1, 2), (1, 2))
+      and padding == space_to_depth.SAME_PADDING
       and height % 2 == 0
       and width % 2 == 0
   ):
-    return conv5x5_stride2 if min(4 * channels, features) >= MIN_CHANNELS else None
+    if float32 and min(4 * channels, features) >= MIN_CHANNELS:
+      return conv5x5_stride2
+    return space_to_depth.conv5x5_stride2
   return None
 
 
@@ -223,8 +218,9 @@ def conv_general_dilated(
 
   On CPU, float32 SAME convolutions that are 3x3 with stride 1 or 5x5 with stride 2
   (even sizes), NHWC, with at least MIN_CHANNELS input and output channels (counting
-  the space-to-depth input's), run by Winograd's algorithm; everything else, and
-  every convolution on other platforms, by lax.conv_general_dilated.
+  the space-to-depth input's), run by Winograd's algorithm; the other 5x5 stride-2
+  ones by space_to_depth.conv5x5_stride2 (a faster input gradient); everything else,
+  and every convolution on other platforms, by lax.conv_general_dilated.
   """
   direct = functools.partial(
       lax.conv_general_dilated,
@@ -236,7 +232,7 @@ def conv_general_dilated(
       feature_group_count=feature_group_count,
       **kwargs,
   )
-  winograd = _winograd_form(
+  faster = _faster_form(
       lhs.shape,
       rhs.shape,
       window_strides,
@@ -248,6 +244,6 @@ def conv_general_dilated(
       jnp.result_type(lhs, rhs),
       **kwargs,
   )
-  if winograd is None:
+  if faster is None:
     return direct(lhs, rhs)
-  return lax.platform_dependent(lhs, rhs, cpu=winograd, default=direct)
+  return lax.platform_dependent(lhs, rhs, cpu=faster, default=direct)
