@@ -66,12 +66,13 @@ def test_small_strided_convolutions_get_an_undilated_input_gradient():
   """The digits' last Dis block (8x8 -> 4x4, 64 channels): XLA:CPU computed its input
   gradient as a dilated convolution 15x slower than the whole forward pass."""
   x, kernel = _inputs((2, 8, 8, 64), (5, 5, 64, 64))
-  conv = functools.partial(winograd.conv_general_dilated, window_strides=(2, 2), padding='SAME')
-  conv = functools.partial(conv, dimension_numbers=_NHWC)
+  conv = functools.partial(
+      winograd.conv_general_dilated, window_strides=(2, 2), padding='SAME', dimension_numbers=_NHWC
+  )
   hlo = jax.jit(jax.grad(lambda x: jnp.sum(conv(x, kernel) ** 2))).lower(x).compile().as_text()
   convolutions = [line for line in hlo.splitlines() if ' convolution(' in line]
   assert convolutions and not any('_dilate=' in line for line in convolutions)
-  _assert_same_function(lambda x, k: conv(x, k), _direct(2), x, kernel)
+  _assert_same_function(conv, _direct(2), x, kernel)
 
 
 def _convolutions_compiled(fn, *args) -> int:
