@@ -98,6 +98,16 @@ def test_disl_features_before_and_after_batch_norm():
   assert 0.3 < jnp.mean(outputs['post_activation'] == 0) < 0.7
 
 
+def test_subpixel_phases_convolve_only_their_own_taps():
+  """Kernel 4, stride 2 (the digits' decoder): each phase's 2 taps per dim start at its
+  own input, so one 2x2 convolution serves all four phases, not a 3x3 one (2.25x the
+  multiplications); kernel 6 keeps its 3 taps per phase."""
+  taps, starts, window = layers.phase_taps(4, 2)
+  assert window == 2 and list(starts) == [-1, 0]
+  assert sorted(taps.ravel()) == [0, 1, 2, 3]  # Every tap once, no zero taps.
+  assert layers.phase_taps(6, 2)[2] == 3
+
+
 @pytest.mark.parametrize('kernel_size', [4, 5, 6])
 @pytest.mark.parametrize('stride', [1, 2])
 def test_subpixel_conv_transpose_equals_conv_transpose(kernel_size, stride):

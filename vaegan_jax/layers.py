@@ -29,12 +29,14 @@ def _same_padding_before(kernel_size: int, stride: int) -> int:
   return int(np.ceil((kernel_size + stride - 2) / 2))
 
 
-def phase_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, int, int]:
+def phase_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, np.ndarray, int]:
   """For one spatial dim: which kernel tap each (window offset, phase) uses.
 
-  Output position o = stride * m + p (phase p) sums x[m + w + offset] * K[taps[w, p]]
-  over window offsets w, with taps == kernel_size meaning "no tap" (a zero).
-  Returns (taps [window, stride], offset (<= 0), window).
+  Output position o = stride * m + p (phase p) sums x[m + starts[p] + w] * K[taps[w, p]]
+  over window offsets w, with taps == kernel_size meaning "no tap" (a zero). Each
+  phase's window starts at its own first input, so the window is as narrow as the
+  phase with the most taps needs (kernel 4, stride 2: 2 wide, not 3).
+  Returns (taps [window, stride], starts [stride], window).
   """
   pad = _same_padding_before(kernel_size, stride)
   entries = []  # (input offset relative to m, phase, tap)
@@ -42,12 +44,15 @@ def phase_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, int, int]:
     first = (pad - p) % stride
     for tap in range(first, kernel_size, stride):
       entries.append(((tap - pad + p) // stride, p, tap))
-  low = min(e[0] for e in entries)
-  window = max(e[0] for e in entries) - low + 1
+  lowest = min(e[0] for e in entries)
+  starts = np.array(
+      [min([e[0] for e in entries if e[1] == p], default=lowest) for p in range(stride)]
+  )
+  window = max(offset - starts[p] for offset, p, _ in entries) + 1
   taps = np.full((window, stride), kernel_size, np.int32)
   for offset, p, tap in entries:
-    taps[offset - low, p] = tap
-  return taps, low, window
+    taps[offset - starts[p], p] = tap
+  return taps, starts, window
 
 
 class SubpixelConvTranspose(nn.Module):
@@ -69,8 +74,8 @@ class SubpixelConvTranspose(nn.Module):
     (kh, kw), (sh, sw) = self.kernel_size, self.strides
     in_features = x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (kh, kw, in_features, self.features))
-    taps_h, low_h, window_h = phase_taps(kh, sh)
-    taps_w, low_w, window_w = phase_taps(kw, sw)
+    taps_h, starts_h, window_h = phase_taps(kh, sh)
+    taps_w, starts_w, window_w = phase_taps(kw, sw)
     padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # Index k is the zero tap.
     phases = padded[taps_h[:, :, None, None], taps_w[None, None, :, :]]  # [wh, sh, ww, sw, in, out]
     phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(
@@ -79,14 +84,31 @@ class SubpixelConvTranspose(nn.Module):
     if self.dtype is not None:
       x = x.astype(self.dtype)
     batch, height, width, _ = x.shape
+    # One convolution for all phases, over the span of their windows' starts: phase p's
+    # outputs are its rows from starts[p] - min(starts) on.
+    padding = (
+        (-starts_h.min(), window_h - 1 + starts_h.max()),
+        (-starts_w.min(), window_w - 1 + starts_w.max()),
+    )
+    if np.ptp(starts_h) or np.ptp(starts_w):
+      # The output is then larger than the input; XLA:CPU computes the kernel gradient
+      # of such a padded convolution ~100x slower than that of a VALID one.
+      x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+      padding = ((0, 0), (0, 0))
     y = self.conv_general_dilated(
         x,
         phases.astype(x.dtype),
         window_strides=(1, 1),
-        padding=((-low_h, window_h - 1 + low_h), (-low_w, window_w - 1 + low_w)),
+        padding=padding,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
     )
-    y = y.reshape(batch, height, width, sh, sw, self.features)
+    y = y.reshape(*y.shape[:3], sh, sw, self.features)
+    y = jnp.stack(
+        [y[:, s : s + height, :, p] for p, s in enumerate(starts_h - starts_h.min())], axis=3
+    )
+    y = jnp.stack(
+        [y[:, :, s : s + width, :, p] for p, s in enumerate(starts_w - starts_w.min())], axis=4
+    )
     y = y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, height * sh, width * sw, self.features)
     if not self.use_bias:
       return y
