@@ -1,5 +1,5 @@
-"""The CPU convolutions (vaegan_jax/cpu/winograd.py, space_to_depth.py) compute XLA's
-convolutions, gradients too."""
+"""The CPU convolutions (vaegan_jax/cpu/winograd.py, space_to_depth.py,
+shifted_products.py) compute XLA's convolutions, gradients too."""
 
 import functools
 
@@ -12,6 +12,7 @@ import pytest
 from configs import default
 from vaegan_jax import layers
 from vaegan_jax import train_state
+from vaegan_jax.cpu import shifted_products
 from vaegan_jax.cpu import space_to_depth
 from vaegan_jax.cpu import winograd
 
@@ -73,6 +74,54 @@ def test_small_strided_convolutions_get_an_undilated_input_gradient():
   convolutions = [line for line in hlo.splitlines() if ' convolution(' in line]
   assert convolutions and not any('_dilate=' in line for line in convolutions)
   _assert_same_function(conv, _direct(2), x, kernel)
+
+
+# One input channel (Dis's first layer on grey images), one output channel (Dec's last),
+# three of either (colour), and an asymmetric padding.
+@pytest.mark.parametrize(
+    'kernel_size, channels, features, padding',
+    [
+        (5, 1, 6, ((2, 2), (2, 2))),
+        (5, 7, 1, ((2, 2), (2, 2))),
+        (3, 3, 5, ((1, 1), (1, 1))),
+        (5, 6, 3, ((1, 3), (0, 2))),
+    ],
+)
+def test_shifted_products_conv_equals_convolution(kernel_size, channels, features, padding):
+  x, kernel = _inputs((3, 8, 6, channels), (kernel_size, kernel_size, channels, features))
+  reference = lambda x, kernel: jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), padding, dimension_numbers=_NHWC
+  )
+  _assert_same_function(
+      lambda x, kernel: shifted_products.conv(x, kernel, padding), reference, x, kernel
+  )
+
+
+def test_few_channel_convolutions_take_the_shifted_form():
+  """conv_general_dilated picks shifted_products for float32 stride-1 convolutions with at
+  most three channels on a side, and leaves the others (and bfloat16) to XLA."""
+  conv = functools.partial(
+      winograd.conv_general_dilated, window_strides=(1, 1), padding='SAME', dimension_numbers=_NHWC
+  )
+  for channels, features, dtype, shifted in (
+      (1, 16, jnp.float32, 'input gradient'),
+      (32, 3, jnp.float32, 'forward'),
+      (4, 16, jnp.float32, None),
+      (1, 16, jnp.bfloat16, None),
+  ):
+    x, kernel = _inputs((2, 8, 8, channels), (5, 5, channels, features), dtype)
+    input_gradient = jax.grad(lambda x: jnp.sum(conv(x, kernel).astype(jnp.float32) ** 2))
+    forward = _convolutions_compiled(conv, x, kernel)
+    convolutions = {
+        'forward': forward,
+        'input gradient': _convolutions_compiled(input_gradient, x) - forward,
+    }
+    assert convolutions == {direction: int(direction != shifted) for direction in convolutions}, (
+        channels,
+        features,
+        dtype,
+    )
+    _assert_same_function(conv, _direct(1), x, kernel, atol=2e-5 if dtype == jnp.float32 else 2e-2)
 
 
 def _convolutions_compiled(fn, *args) -> int:

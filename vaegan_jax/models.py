@@ -135,7 +135,12 @@ class Decoder(nn.Module):
           conv_general_dilated=self.conv_general_dilated,
       )(x)
       x = act(_batch_norm(train, self.batch_norm_momentum, self.dtype)(x))
-    x = SubpixelConvTranspose(self.num_channels, (5, 5), dtype=self.dtype)(x)
+    x = SubpixelConvTranspose(
+        self.num_channels,
+        (5, 5),
+        dtype=self.dtype,
+        conv_general_dilated=self.conv_general_dilated,
+    )(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 

@@ -29,6 +29,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from vaegan_jax.cpu import shifted_products
 from vaegan_jax.cpu import space_to_depth
 
 # F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity: input, kernel
@@ -89,10 +90,16 @@ def _input_tiles(x: jax.Array) -> jax.Array:
   return tiles.reshape(_POINTS**2, n * tiles_h * tiles_w, c)
 
 
+# The kernel transform of both dims at once, [36 (column, row), 9 (kernel row, column)]:
+# one matrix product over all channel pairs (two einsum stages ran as products of
+# inner size 3 and 6, several times slower).
+_KERNEL_2D = np.einsum('vj,ui->vuij', _KERNEL, _KERNEL).reshape(_POINTS**2, 9)
+
+
 def _kernel_tiles(kernel: jax.Array) -> jax.Array:
   """kernel [3, 3, c, k] -> [36, c, k], in _input_tiles' (column, row) order."""
-  g = jnp.asarray(_KERNEL, kernel.dtype)
-  return jnp.einsum('vj,ui,ijck->vuck', g, g, kernel).reshape(_POINTS**2, *kernel.shape[2:])
+  flat = kernel.reshape(9, -1)
+  return jnp.dot(jnp.asarray(_KERNEL_2D, kernel.dtype), flat).reshape(_POINTS**2, *kernel.shape[2:])
 
 
 def _output(products: jax.Array, shape: Sequence[int]) -> jax.Array:
@@ -136,10 +143,9 @@ def _conv3x3_backward(residuals, dy):
   tiles, kernel = residuals
   dx = conv3x3(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
   d_kernel_tiles = lax.dot_general(tiles, _output_adjoint(dy), (((1,), (1,)), ((0,), (0,))))
-  g = jnp.asarray(_KERNEL, kernel.dtype)
-  d_kernel = jnp.einsum(
-      'vj,ui,vuck->ijck', g, g, d_kernel_tiles.reshape(_POINTS, _POINTS, *kernel.shape[2:])
-  )
+  d_kernel = jnp.dot(
+      jnp.asarray(_KERNEL_2D.T, kernel.dtype), d_kernel_tiles.reshape(_POINTS**2, -1)
+  ).reshape(kernel.shape)
   return dx, d_kernel
 
 
@@ -167,8 +173,9 @@ def _faster_form(
   """What computes this convolution faster on CPU than XLA's own, or None.
 
   Winograd's conv3x3 or conv5x5_stride2 where it pays (float32, enough channels);
-  other 5x5 stride-2 convolutions take their input gradient through the space-to-depth
-  form, which is exact in any dtype.
+  float32 stride-1 ones with at most shifted_products.MAX_CHANNELS on a side, partly
+  as matrix products; other 5x5 stride-2 convolutions take their input gradient
+  through the space-to-depth form, which is exact in any dtype.
   """
   if (
       feature_group_count != 1
@@ -189,7 +196,10 @@ def _faster_form(
   (_, height, width, channels), features = lhs_shape, rhs_shape[3]
   float32 = dtype == jnp.float32
   if window == (3, 3) and strides == (1, 1) and padding == ((1, 1), (1, 1)):
-    return conv3x3 if float32 and min(channels, features) >= MIN_CHANNELS else None
+    if float32 and min(channels, features) >= MIN_CHANNELS:
+      return conv3x3
+  if strides == (1, 1) and float32 and min(channels, features) <= shifted_products.MAX_CHANNELS:
+    return lambda x, kernel: shifted_products.conv(x, kernel, padding)
   if (
       window == (5, 5)
       and strides == (2, 2)
@@ -218,8 +228,9 @@ def conv_general_dilated(
 
   On CPU, float32 SAME convolutions that are 3x3 with stride 1 or 5x5 with stride 2
   (even sizes), NHWC, with at least MIN_CHANNELS input and output channels (counting
-  the space-to-depth input's), run by Winograd's algorithm; the other 5x5 stride-2
-  ones by space_to_depth.conv5x5_stride2 (a faster input gradient); everything else,
+  the space-to-depth input's), run by Winograd's algorithm; float32 stride-1 ones with
+  few channels on a side by shifted_products.conv; the other 5x5 stride-2 ones by
+  space_to_depth.conv5x5_stride2 (a faster input gradient); everything else,
   and every convolution on other platforms, by lax.conv_general_dilated.
   """
   direct = functools.partial(
