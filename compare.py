@@ -14,9 +14,17 @@ then is scored by evaluation.py on --num_samples samples. Writes WORKDIR/results
 and samples.png (prior samples of each model's first seed, the same latents for all).
 XLA's compiled steps are kept in WORKDIR/compilation_cache (unless
 JAX_COMPILATION_CACHE_DIR names another), so only a model's first seed compiles them.
+
+On CPU, --jobs runs train at once (by default two, when there are at least two
+cores), each in its own process on its own share of the cores: a train step of these
+small networks keeps two cores only partly busy, so two runs side by side finish
+sooner than one after the other (docs/performance.md). Scoring follows, in this process.
 """
 
+import concurrent.futures
 import json
+import logging as std_logging
+import multiprocessing
 import os
 import time
 
@@ -52,6 +60,12 @@ flags.DEFINE_list('models', list(train_state.MODELS), 'Which models, in table or
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds per model.')
 flags.DEFINE_integer('num_samples', 5000, 'Prior samples scored per run.')
 flags.DEFINE_integer('grid_side', 6, 'Samples per row and column of each grid in samples.png.')
+flags.DEFINE_integer(
+    'jobs',
+    0,
+    'Runs that train at once, each in a process on its own share of the CPU cores; '
+    '0: two on a CPU with at least two cores, else one (GPUs and TPUs: always one).',
+)
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -111,6 +125,85 @@ def _score(workdir: epath.Path, use_ema: bool) -> tuple[inference.Model, dict]:
   return model, metrics
 
 
+def core_groups(cores: list[int], jobs: int) -> list[list[int]]:
+  """`cores` split into `jobs` disjoint groups of (nearly) equal size."""
+  return [[int(core) for core in group] for group in np.array_split(sorted(cores), jobs)]
+
+
+def _pin_to_cores(groups) -> None:
+  """A worker's start: its own group of cores (before JAX sizes its thread pools from
+  them), and the entry points' set-up."""
+  os.sched_setaffinity(0, groups.get())
+  # Progress in the parent's format and verbosity (absl.app sets them up there).
+  logging.use_absl_handler()
+  logging.set_verbosity(logging.INFO)
+  entry_point.set_up()
+
+
+def _train_in_worker(config: ml_collections.ConfigDict, workdir: str, cache_dir: str) -> float:
+  jax.config.update('jax_compilation_cache_dir', cache_dir)
+  run_name = f'{config.model}, seed {config.seed}'
+  logging.get_absl_handler().addFilter(_Prefix(f'[{run_name}] '))
+  logging.info('=== Training on cores %s ===', sorted(os.sched_getaffinity(0)))
+  try:
+    return _train(config, epath.Path(workdir))
+  finally:
+    logging.get_absl_handler().filters.pop()
+
+
+class _Prefix(std_logging.Filter):
+  """Names the run in each line of a worker's log, as two runs' lines interleave."""
+
+  def __init__(self, prefix: str):
+    super().__init__()
+    self.prefix = prefix
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    record.msg = self.prefix + str(record.msg)
+    return True
+
+
+def _train_all(runs: list[tuple[ml_collections.ConfigDict, epath.Path]], jobs: int) -> list[float]:
+  """Trains `runs` (config, workdir), `jobs` at a time; returns each one's seconds."""
+  if jobs == 1:
+    seconds = []
+    for config, run_dir in runs:
+      logging.info('=== %s, seed %d ===', config.model, config.seed)
+      seconds.append(_train(config, run_dir))
+    return seconds
+  context = multiprocessing.get_context('spawn')  # Fresh processes: JAX does not fork.
+  groups = context.Queue()
+  for group in core_groups(list(os.sched_getaffinity(0)), jobs):
+    groups.put(group)
+  logging.info(
+      'Training %d runs, %d at a time, each on %d of the %d cores.',
+      len(runs),
+      jobs,
+      len(os.sched_getaffinity(0)) // jobs,
+      len(os.sched_getaffinity(0)),
+  )
+  with concurrent.futures.ProcessPoolExecutor(
+      jobs, mp_context=context, initializer=_pin_to_cores, initargs=(groups,)
+  ) as pool:
+    futures = []
+    for config, run_dir in runs:
+      cache_dir = jax.config.jax_compilation_cache_dir
+      futures.append(pool.submit(_train_in_worker, config, str(run_dir), cache_dir))
+    return [future.result() for future in futures]
+
+
+def _jobs(num_runs: int) -> int:
+  if FLAGS.jobs < 0:
+    raise ConfigError(f'--jobs={FLAGS.jobs}: give 0 (automatic) or a number of runs.')
+  if jax.default_backend() != 'cpu' or not hasattr(os, 'sched_setaffinity'):
+    return 1
+  cores = len(os.sched_getaffinity(0))
+  jobs = FLAGS.jobs or (2 if cores >= 2 else 1)
+  if jobs > cores:
+    raise ConfigError(f'--jobs={FLAGS.jobs}: more runs at once than the {cores} cores.')
+  return min(jobs, num_runs)
+
+
 def _check_flags() -> list[int]:
   unknown = [m for m in FLAGS.models if m not in train_state.MODELS]
   if unknown or not FLAGS.models:
@@ -139,35 +232,38 @@ def main(argv):
     # Every seed of a model compiles the same train and evaluation steps: only the
     # first seed's run pays XLA's compile time.
     jax.config.update('jax_compilation_cache_dir', str(workdir / 'compilation_cache'))
-  rows, panels, results = {}, [], {}
+  runs = []
   for model_name in FLAGS.models:
     for seed in seeds:
       config = FLAGS.config.copy_and_resolve_references()
       config.model, config.seed = model_name, seed
-      run_dir = workdir / model_name / f'seed_{seed}'
-      logging.info('=== %s, seed %d ===', model_name, seed)
-      seconds = _train(config, run_dir)
-      for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
-        model, metrics = _score(run_dir, use_ema)
-        name = f'`{model_name}`' + (
-            ', weights without EMA' if config.ema_decay > 0 and not use_ema else ''
+      runs.append((config, workdir / model_name / f'seed_{seed}'))
+  jobs = _jobs(len(runs))
+  all_seconds = _train_all(runs, jobs)
+  rows, panels, results = {}, [], {}
+  for (config, run_dir), seconds in zip(runs, all_seconds):
+    model_name, seed = config.model, config.seed
+    for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
+      model, metrics = _score(run_dir, use_ema)
+      name = f'`{model_name}`' + (
+          ', weights without EMA' if config.ema_decay > 0 and not use_ema else ''
+      )
+      run = {
+          'seed': seed,
+          'step': model.step,
+          'ema': model.uses_ema,
+          'metrics': metrics,
+          'train_seconds': seconds,
+      }
+      rows.setdefault(name, []).append(run)
+      results.setdefault(model_name, []).append(run)
+      if use_ema == (config.ema_decay > 0) and seed == seeds[0]:
+        samples = inference.sample(model, FLAGS.grid_side**2, jax.random.PRNGKey(1))
+        panels.append(
+            image_grid.titled(
+                image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name
+            )
         )
-        run = {
-            'seed': seed,
-            'step': model.step,
-            'ema': model.uses_ema,
-            'metrics': metrics,
-            'train_seconds': seconds,
-        }
-        rows.setdefault(name, []).append(run)
-        results.setdefault(model_name, []).append(run)
-        if use_ema == (config.ema_decay > 0) and seed == seeds[0]:
-          samples = inference.sample(model, FLAGS.grid_side**2, jax.random.PRNGKey(1))
-          panels.append(
-              image_grid.titled(
-                  image_grid.grid(np.asarray(samples), columns=FLAGS.grid_side), model_name
-              )
-          )
 
   first = next(iter(rows.values()))[0]['metrics']
   notes = (
@@ -184,7 +280,10 @@ def main(argv):
         f'real training vs test images: FD {first["frechet/train_vs_test"]:.1f}, KID '
         f'{first["kid/train_vs_test"]:.3f})'
     )
-  notes += f'. compare.py took {(time.perf_counter() - start) / 60:.1f} min here'
+  notes += (
+      f'. compare.py took {(time.perf_counter() - start) / 60:.1f} min here, training '
+      f'{jobs} run{"s" if jobs > 1 else ""} at a time'
+  )
   table = markdown_table(rows)
   (workdir / 'results.md').write_text(f'{table}\n\n{notes}.\n')
   (workdir / 'results.json').write_text(json.dumps(results, indent=2) + '\n')

@@ -1,6 +1,7 @@
 """compare.py: the four models trained and scored from one command, as the README runs it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -46,8 +47,11 @@ def test_compare_trains_and_scores_all_four_models(tfds_data_dir, tmp_path):
         timeout=900,
     )
 
-  done = run('--seeds', '0,1', '--num_samples', '40', '--config.ema_decay=0.5')
+  # Two runs at a time, each in a process on its own core (CI's machines have two).
+  jobs = min(2, len(os.sched_getaffinity(0)))
+  done = run('--seeds', '0,1', '--num_samples', '40', '--config.ema_decay=0.5', '--jobs', str(jobs))
   assert done.returncode == 0, done.stderr[-3000:]
+  assert f'{jobs} at a time' in done.stderr
   results = json.loads((workdir / 'results.json').read_text())
   assert list(results) == ['vae', 'vae_disl', 'gan', 'vaegan']
   for model, runs in results.items():
@@ -86,4 +90,7 @@ def test_compare_trains_and_scores_all_four_models(tfds_data_dir, tmp_path):
   assert 'Traceback' not in bad.stderr
   bad_seeds = run('--seeds', '0,0')
   assert bad_seeds.returncode != 0 and '--seeds=0,0' in bad_seeds.stderr
+  bad_jobs = run('--jobs', '-1')
+  assert bad_jobs.returncode != 0 and '--jobs=-1' in bad_jobs.stderr
+  assert 'Traceback' not in bad_jobs.stderr
   assert (workdir / 'results.json').read_text() == before
