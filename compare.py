@@ -182,14 +182,19 @@ def _train_all(runs: list[tuple[ml_collections.ConfigDict, epath.Path]], jobs: i
       len(os.sched_getaffinity(0)) // jobs,
       len(os.sched_getaffinity(0)),
   )
+  # The runs of models with more networks (slower steps) first, so that the last to
+  # finish are short ones and no core waits long for the other.
+  order = sorted(
+      range(len(runs)), key=lambda i: -len(train_state.MODELS[runs[i][0].model].networks)
+  )
   with concurrent.futures.ProcessPoolExecutor(
       jobs, mp_context=context, initializer=_pin_to_cores, initargs=(groups,)
   ) as pool:
-    futures = []
-    for config, run_dir in runs:
-      cache_dir = jax.config.jax_compilation_cache_dir
-      futures.append(pool.submit(_train_in_worker, config, str(run_dir), cache_dir))
-    return [future.result() for future in futures]
+    cache_dir = jax.config.jax_compilation_cache_dir
+    futures = {
+        i: pool.submit(_train_in_worker, runs[i][0], str(runs[i][1]), cache_dir) for i in order
+    }
+    return [futures[i].result() for i in range(len(runs))]
 
 
 def _jobs(num_runs: int) -> int:
