@@ -93,8 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
   # optimizer states, BatchNorm statistics and losses stay float32 either way.
   config.dtype = 'float32'
   # On CPU, float32 convolutions with >= 128 channels (3x3, and 5x5 with stride 2) by
-  # Winograd's algorithm (vaegan_jax/cpu/winograd.py), and the other 5x5 stride-2 ones'
-  # input gradients as 3x3 convolutions (cpu/space_to_depth.py): a faster train step
+  # Winograd's algorithm (vaegan_jax/cpu/winograd.py), the other 5x5 stride-2 ones'
+  # input gradients as 3x3 convolutions (cpu/space_to_depth.py), and stride-1 ones with
+  # 1-3 channels on a side partly as matrix products (cpu/shifted_products.py): a faster train step
   # (docs/performance.md), results within ~1e-5 relative of direct convolution. GPUs and
   # TPUs, and False here, use XLA's convolutions.
   config.cpu_winograd = True
