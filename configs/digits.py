@@ -2,7 +2,7 @@
 
   python train.py --config configs/digits.py --workdir runs/digits
 
-Trains to digit-shaped samples of all ten classes in about 9 minutes on 2 CPU cores.
+Trains to digit-shaped samples of all ten classes in about 7 minutes on 2 CPU cores.
 
 Dis sees the real and fake images as one BatchNorm batch (the default, the paper's
 code) and trains at the seed's tenth of the learning rate. The decoder's GAN term is
