@@ -143,12 +143,13 @@ def _pin_to_cores(groups) -> None:
 def _train_in_worker(config: ml_collections.ConfigDict, workdir: str, cache_dir: str) -> float:
   jax.config.update('jax_compilation_cache_dir', cache_dir)
   run_name = f'{config.model}, seed {config.seed}'
-  logging.get_absl_handler().addFilter(_Prefix(f'[{run_name}] '))
+  prefix = _Prefix(f'[{run_name}] ')
+  logging.get_absl_handler().addFilter(prefix)
   logging.info('=== Training on cores %s ===', sorted(os.sched_getaffinity(0)))
   try:
     return _train(config, epath.Path(workdir))
   finally:
-    logging.get_absl_handler().filters.pop()
+    logging.get_absl_handler().removeFilter(prefix)
 
 
 class _Prefix(std_logging.Filter):
