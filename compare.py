@@ -12,6 +12,7 @@ in WORKDIR/<model>/seed_<seed> (re-running resumes or, when done, only re-scores
 then is scored by evaluation.py on --num_samples samples. Writes WORKDIR/results.md
 (mean ± standard deviation over the seeds), results.json (every seed's metrics),
 and samples.png (prior samples of each model's first seed, the same latents for all).
+--config.eval.inception=true adds Inception FID and KID (docs/inception.md).
 XLA's compiled steps are kept in WORKDIR/compilation_cache (unless
 JAX_COMPILATION_CACHE_DIR names another), so only a model's first seed compiles them.
 
@@ -42,6 +43,7 @@ from vaegan_jax import datasets
 from vaegan_jax import entry_point
 from vaegan_jax import evaluation
 from vaegan_jax import image_grid
+from vaegan_jax import inception
 from vaegan_jax import inference
 from vaegan_jax import train
 from vaegan_jax import train_state
@@ -71,6 +73,8 @@ FLAGS = flags.FLAGS
 
 # (metric, column title, format); lower is better unless the title has a '↑'.
 COLUMNS = (
+    ('inception/fid', 'Inception FID', '.2f'),
+    ('inception/kid', 'Inception KID', '.4f'),
     ('frechet/samples', 'FD test', '.1f'),
     ('frechet/samples_vs_train', 'FD train', '.1f'),
     ('kid/samples', 'KID', '.3f'),
@@ -92,12 +96,15 @@ def _mean_std(values: list[float], fmt: str) -> str:
 
 def markdown_table(rows: dict[str, list[dict]]) -> str:
   """One row per model (and weights): mean ± standard deviation over its seeds' runs;
-  '-' where a metric does not apply (a GAN has no encoder)."""
-  header = ['model', *(title for _, title, _ in COLUMNS), 'train time']
+  '-' where a metric does not apply (a GAN has no encoder). Metrics no run has (the
+  Inception ones unless asked for) get no column."""
+  present = {key for runs in rows.values() for run in runs for key in run['metrics']}
+  columns = [column for column in COLUMNS if column[0] in present]
+  header = ['model', *(title for _, title, _ in columns), 'train time']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
   for name, runs in rows.items():
     cells = [name]
-    for key, _, fmt in COLUMNS:
+    for key, _, fmt in columns:
       values = [run['metrics'][key] for run in runs if key in run['metrics']]
       cells.append(_mean_std(values, fmt) if values else '-')
     cells.append(f'{np.mean([run["train_seconds"] for run in runs]) / 60:.1f} min')
@@ -116,12 +123,14 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path) -> float:
   return spent
 
 
-def _score(workdir: epath.Path, use_ema: bool) -> tuple[inference.Model, dict]:
+def _score(
+    workdir: epath.Path, use_ema: bool, inception_scorer: inception.Scorer | None
+) -> tuple[inference.Model, dict]:
   model = inference.load_model(workdir, use_ema=use_ema)
   model.config.eval.num_samples = FLAGS.num_samples
   builder = datasets.get_builder(model.config)
   classifier = evaluation.load_classifier(model.config, builder)
-  metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(0))
+  metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(0), inception_scorer)
   return model, metrics
 
 
@@ -245,12 +254,14 @@ def main(argv):
       config.model, config.seed = model_name, seed
       runs.append((config, workdir / model_name / f'seed_{seed}'))
   jobs = _jobs(len(runs))
+  # With --config.eval.inception=true: before training, so that offline fails at once.
+  inception_scorer = evaluation.load_inception(FLAGS.config, datasets.get_builder(FLAGS.config))
   all_seconds = _train_all(runs, jobs)
   rows, panels, results = {}, [], {}
   for (config, run_dir), seconds in zip(runs, all_seconds):
     model_name, seed = config.model, config.seed
     for use_ema in ((True, False) if config.ema_decay > 0 else (False,)):
-      model, metrics = _score(run_dir, use_ema)
+      model, metrics = _score(run_dir, use_ema, inception_scorer)
       name = f'`{model_name}`' + (
           ', weights without EMA' if config.ema_decay > 0 and not use_ema else ''
       )

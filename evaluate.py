@@ -2,6 +2,10 @@
 
   python evaluate.py --workdir runs/digits
   python evaluate.py --workdir runs/c10 --step 20000 --num_samples 10000
+  python evaluate.py --workdir runs/c10 --inception --num_samples 50000   # Inception FID
+
+--inception adds Inception FID and KID as papers report them (inception.py; needs
+`pip install -r requirements-fid.txt`, and fetches the weights the first time).
 
 Writes WORKDIR/eval/step_<step>.json and the same scalars (eval/...) to the run's
 TensorBoard logs, and prints them. The first evaluation of a dataset trains its
@@ -46,6 +50,18 @@ flags.DEFINE_bool(
     "Use the moving average of Enc's and Dec's weights where the run "
     'kept one (config.ema_decay > 0); --noema: the weights themselves.',
 )
+flags.DEFINE_bool(
+    'inception',
+    None,
+    "Also Inception FID and KID (clean-fid's features); default the run's "
+    'config.eval.inception.',
+)
+flags.DEFINE_string(
+    'inception_dir',
+    None,
+    'Where Inception reference statistics are cached; default '
+    "the run's config.eval.inception_dir, else ~/.cache/vaegan_jax/inception.",
+)
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -65,6 +81,10 @@ def main(argv):
     config.data_dir = FLAGS.data_dir
   if FLAGS.classifier_dir:
     config.eval.classifier_dir = FLAGS.classifier_dir
+  if FLAGS.inception is not None:
+    config.eval.inception = FLAGS.inception
+  if FLAGS.inception_dir:
+    config.eval.inception_dir = FLAGS.inception_dir
   logging.info(
       'Evaluating step %d of %s (a %r model%s).',
       model.step,
@@ -73,8 +93,11 @@ def main(argv):
       ", the weights' moving average" if model.uses_ema else '',
   )
   builder = datasets.get_builder(config)
+  inception_scorer = evaluation.load_inception(config, builder)  # Fails early when offline.
   classifier = evaluation.load_classifier(config, builder)
-  metrics = evaluation.evaluate(model, builder, classifier, jax.random.PRNGKey(FLAGS.seed))
+  metrics = evaluation.evaluate(
+      model, builder, classifier, jax.random.PRNGKey(FLAGS.seed), inception_scorer
+  )
   writer = metric_writers.SummaryWriter(FLAGS.workdir)
   path = evaluation.write_metrics(FLAGS.workdir, model.step, metrics, writer)
   writer.close()

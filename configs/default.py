@@ -143,4 +143,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.classifier_steps = 1500  # ... in this many Adam steps of 64 images (seed 0).
   # Where trained classifiers are kept; None: ~/.cache/vaegan_jax/classifiers.
   config.eval.classifier_dir = ml_collections.config_dict.placeholder(str)
+  # Inception FID and KID as papers report them (inception.py; needs
+  # `pip install -r requirements-fid.txt`, and the weights fetched once): clean-fid's
+  # features in this mode, against the first so many images of config.train_split, whose
+  # statistics are cached in inception_dir (None: ~/.cache/vaegan_jax/inception).
+  config.eval.inception = False
+  config.eval.inception_mode = 'clean'  # Or 'legacy_tensorflow', 'legacy_pytorch'.
+  config.eval.inception_num_real = 50_000
+  config.eval.inception_dir = ml_collections.config_dict.placeholder(str)
   return config

@@ -60,6 +60,8 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
         ('model', 'wgan'),
         ('eval.num_samples', 1),
         ('eval.label_key', ''),
+        ('eval.inception_mode', 'tensorflow'),
+        ('eval.inception_num_real', 1),
     ],
 )
 def test_invalid_values_name_the_field(field, value):

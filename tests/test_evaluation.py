@@ -1,8 +1,11 @@
 """The Fréchet distance's math, the cached classifier, and evaluate.py on trained baselines."""
 
 import json
+import os
 import subprocess
 import sys
+import types
+import urllib.error
 
 import jax
 import numpy as np
@@ -16,6 +19,8 @@ from vaegan_jax import datasets
 from vaegan_jax import evaluation
 from vaegan_jax import frechet
 from vaegan_jax import image_format
+from vaegan_jax import image_grid
+from vaegan_jax import inception
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import kid
@@ -117,6 +122,13 @@ def test_a_dataset_without_the_label_is_refused(eval_config):
   assert evaluation.load_classifier(config, builder) is None
 
 
+def _pooled_features(images: np.ndarray) -> np.ndarray:
+  """A stand-in for the Inception network: the means of 4x4 blocks of uint8 RGB images."""
+  assert images.dtype == np.uint8 and images.shape[-1] == 3
+  n, h, w, _ = images.shape
+  return images.reshape(n, h // 4, 4, w // 4, 4, 3).mean(axis=(2, 4)).reshape(n, -1)
+
+
 def _train(eval_config, model, every_steps, workdir):
   """A tiny 8-step run (checkpoints at 4 and 8), evaluated during training every_steps."""
   config = eval_config.copy_and_resolve_references()
@@ -124,7 +136,13 @@ def _train(eval_config, model, every_steps, workdir):
   config.num_train_steps = 8
   config.checkpoint_every_steps = 4
   config.eval.every_steps = every_steps
-  train.train_and_evaluate(config, workdir)
+  if every_steps:  # Inception metrics too, in a stand-in's features (no weights here).
+    config.eval.inception = True
+    config.eval.inception_num_real = 100
+    config.eval.inception_dir = str(workdir / 'inception')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(inception, 'clean_fid_extractor', lambda mode: _pooled_features)
+    train.train_and_evaluate(config, workdir)
   return workdir
 
 
@@ -152,6 +170,7 @@ def test_training_evaluates_when_configured(vaegan_run):
   assert metrics['frechet/samples'] > 3 * metrics['frechet/train_vs_test'] > 0
   assert metrics['frechet/reconstructions'] > metrics['frechet/train_vs_test']
   assert 0 < metrics['reconstruction/mse'] < 4 and metrics['kl'] > 0
+  assert metrics['inception/num_real'] == 100 and metrics['inception/fid'] > 0
 
 
 def test_reconstruction_metrics_are_what_they_say(eval_config, vaegan_run, digits_classifier):
@@ -216,7 +235,7 @@ def test_evaluating_a_checkpoint_matches_evaluating_in_training(
 
 
 @pytest.mark.slow
-def test_command_line_scores_a_gan_without_reconstruction_metrics(gan_run, eval_config):
+def test_command_line_scores_a_gan_without_reconstruction_metrics(gan_run, eval_config, tmp_path):
   workdir = gan_run
   assert not (workdir / 'eval').exists()  # every_steps=0: not during training.
   env = None
@@ -256,6 +275,24 @@ def test_command_line_scores_a_gan_without_reconstruction_metrics(gan_run, eval_
   )
   assert missing.returncode != 0 and 'error: ' in missing.stderr
   assert 'Traceback' not in missing.stderr
+
+  # --inception where clean-fid cannot be imported (a stand-in package that fails):
+  # refused with what to install, before anything is scored or written.
+  hidden = tmp_path / 'no_clean_fid'
+  (hidden / 'cleanfid').mkdir(parents=True)
+  (hidden / 'cleanfid' / '__init__.py').write_text('raise ImportError("hidden by the test")\n')
+  before = sorted((workdir / 'eval').iterdir())
+  refused = subprocess.run(
+      [sys.executable, 'evaluate.py', '--workdir', str(workdir), '--inception'],
+      cwd=ROOT,
+      env={**os.environ, 'PYTHONPATH': str(hidden)},
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert refused.returncode != 0 and 'pip install -r requirements-fid.txt' in refused.stderr
+  assert 'Traceback' not in refused.stderr
+  assert sorted((workdir / 'eval').iterdir()) == before
 
 
 def test_kernel_distance_is_unbiased_and_grows_with_the_difference():
@@ -301,3 +338,105 @@ def test_class_statistics_of_confident_and_of_collapsed_samples():
   unsure = evaluation.class_statistics(np.zeros((100, 10)))
   assert unsure['confidence'] == pytest.approx(0.1)
   assert unsure['classifier_score'] == pytest.approx(1.0)
+
+
+def test_inception_metrics_up_to_the_network(eval_config, vaegan_run, tmp_path):
+  """Everything but Inception's weights, with a stand-in feature extractor: what it is
+  given, the cached reference statistics, and the distances evaluate() reports."""
+  config = eval_config.copy_and_resolve_references()
+  config.eval.inception_num_real = 250
+  config.eval.inception_dir = str(tmp_path)
+  seen = []
+  extractor = lambda images: seen.append(images) or _pooled_features(images)
+  builder = datasets.get_builder(config)
+  scorer = inception.load_scorer(config, builder, extractor, 'pooled')
+
+  # The first 250 training digits, as uint8 PNGs of them read as RGB would hold them.
+  images = image_format.from_config(config)
+  train_digits = input_pipeline.fixed_images(builder, images, 'train', 250)
+  np.testing.assert_array_equal(
+      np.concatenate(seen), np.repeat(image_grid.to_uint8(train_digits), 3, axis=-1)
+  )
+  assert scorer.num_real == 250 and scorer.kid_features.shape == (250, 192)
+  assert (tmp_path / inception.cache_name(config, 'pooled')).exists()
+  seen.clear()
+  cached = inception.load_scorer(config, builder, extractor, 'pooled')
+  assert not seen  # The reference set is not read again.
+  np.testing.assert_array_equal(cached.sigma, scorer.sigma)
+
+  test_digits = input_pipeline.fixed_images(builder, images, 'test', 250)
+  near = inception.metrics(scorer, test_digits)
+  noise = inception.metrics(scorer, np.random.default_rng(0).uniform(-1, 1, test_digits.shape))
+  expected = frechet.features_distance(
+      _pooled_features(inception.as_rgb_uint8(train_digits)),
+      _pooled_features(inception.as_rgb_uint8(test_digits)),
+  )
+  assert near['inception/fid'] == pytest.approx(expected, rel=1e-6)
+  assert noise['inception/fid'] > 10 * near['inception/fid']
+  assert noise['inception/kid'] > 10 * max(near['inception/kid'], near['inception/kid_std'])
+
+  model = inference.load_model(vaegan_run)
+  metrics = evaluation.evaluate(model, builder, None, jax.random.PRNGKey(0), scorer)
+  assert metrics['inception/fid'] > near['inception/fid'] and metrics['inception/num_real'] == 250
+  assert {'inception/kid', 'inception/kid_std'} <= set(metrics)
+
+
+def _fake_clean_fid(monkeypatch, build_feature_extractor):
+  """clean-fid's modules (and torch's one call) as far as inception.py reaches them."""
+  modules = {
+      'cleanfid': types.ModuleType('cleanfid'),
+      'cleanfid.features': types.SimpleNamespace(build_feature_extractor=build_feature_extractor),
+      'cleanfid.resize': types.SimpleNamespace(build_resizer=lambda mode: lambda x: x),
+      'cleanfid.downloads_helper': types.SimpleNamespace(inception_url='https://example/i.pt'),
+      'torch': types.SimpleNamespace(
+          cuda=types.SimpleNamespace(is_available=lambda: False), device=str
+      ),
+  }
+  for name, module in modules.items():
+    monkeypatch.setitem(sys.modules, name, module)
+
+
+def _unreachable(*args, **kwargs):
+  raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
+
+
+def _cut_short(*args, **kwargs):
+  raise RuntimeError('PytorchStreamReader failed reading zip archive')
+
+
+def test_without_clean_fid_or_its_weights_the_error_says_what_to_do(
+    eval_config, monkeypatch, tmp_path
+):
+  config = eval_config.copy_and_resolve_references()
+  config.eval.inception = True
+  config.eval.inception_dir = str(tmp_path)
+  builder = datasets.get_builder(config)
+  monkeypatch.setitem(sys.modules, 'cleanfid', None)  # Not installed.
+  with pytest.raises(inception.InceptionUnavailableError, match='pip install -r requirements-fid'):
+    evaluation.load_inception(config, builder)
+  # Installed, but failing on import (as torchvision does when it is not torch's build).
+  broken = tmp_path / 'broken'
+  (broken / 'cleanfid').mkdir(parents=True)
+  (broken / 'cleanfid' / '__init__.py').write_text(
+      'raise RuntimeError("operator torchvision::nms does not exist")\n'
+  )
+  monkeypatch.syspath_prepend(str(broken))
+  monkeypatch.delitem(sys.modules, 'cleanfid')
+  with pytest.raises(
+      inception.InceptionUnavailableError,
+      match='cannot be imported .RuntimeError: operator torchvision::nms.*reinstall both',
+  ):
+    evaluation.load_inception(config, builder)
+  _fake_clean_fid(monkeypatch, _unreachable)
+  with pytest.raises(
+      inception.InceptionUnavailableError,
+      match=r'Could not fetch .*name resolution.*download https://example/i.pt and copy it '
+      'to /tmp/inception-2015-12-05.pt',
+  ):
+    evaluation.load_inception(config, builder)
+  _fake_clean_fid(monkeypatch, _cut_short)
+  with pytest.raises(inception.InceptionUnavailableError, match='delete that file and run again'):
+    evaluation.load_inception(config, builder)
+  assert [p.name for p in tmp_path.iterdir()] == ['broken']  # No statistics half written.
+  config.eval.inception = False
+  assert evaluation.load_inception(config, builder) is None

@@ -249,6 +249,13 @@ def read_config_json(path: epath.PathLike) -> dict:
       ('restore_step', 0),
   ):
     saved.setdefault(field, value)
+  for field, value in (
+      ('inception', False),
+      ('inception_mode', 'clean'),
+      ('inception_num_real', 50_000),
+      ('inception_dir', None),
+  ):
+    saved.get('eval', {}).setdefault(field, value)
   loss = saved.get('loss', {})
   if 'concat_batches' in loss:  # One switch for Dis and Dec before they were apart.
     batches = 'joint' if loss.pop('concat_batches') else 'separate'

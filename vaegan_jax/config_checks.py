@@ -12,6 +12,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from vaegan_jax import digits  # Registers 'sklearn_digits' with TFDS.
+from vaegan_jax import inception
 from vaegan_jax import models
 from vaegan_jax import train_state
 from vaegan_jax.errors import ConfigError
@@ -191,6 +192,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(
       config,
       'eval.num_samples',
+      lambda v: _is_int(v) and v >= 2,
+      'must be an integer >= 2 (a Frechet distance needs a covariance)',
+  )
+  _require(config, 'eval.inception', lambda v: isinstance(v, bool), 'must be True or False')
+  _require(
+      config,
+      'eval.inception_mode',
+      lambda v: v in inception.MODES,
+      f'must be one of {", ".join(inception.MODES)} (clean-fid\'s modes)',
+  )
+  _require(
+      config,
+      'eval.inception_num_real',
       lambda v: _is_int(v) and v >= 2,
       'must be an integer >= 2 (a Frechet distance needs a covariance)',
   )

@@ -22,6 +22,10 @@ and in pixels and latents:
                             (spectrum.py): < 1 blurrier than the data, > 1 noisier
   reconstruction/mse        mean squared error per pixel, images in [-1, 1]
   kl                        L_prior of the test images, nats per image
+and, with config.eval.inception (inception.py; clean-fid installed), as papers report:
+  inception/fid, inception/kid, inception/kid_std  Inception FID and KID of the
+                            samples against config.eval.inception_num_real training
+                            images (inception/num_real)
 A GAN (no encoder) gets the sample metrics only. Lower is better for the
 distances, MSE and KL; higher for confidence, entropy, score and accuracy.
 """
@@ -40,6 +44,7 @@ from vaegan_jax import classifier as classifier_lib
 from vaegan_jax import datasets
 from vaegan_jax import frechet
 from vaegan_jax import image_format
+from vaegan_jax import inception
 from vaegan_jax import inference
 from vaegan_jax import input_pipeline
 from vaegan_jax import kid
@@ -74,8 +79,10 @@ def evaluate(
     builder: tfds.core.DatasetBuilder,
     classifier: classifier_lib.TrainedClassifier | None,
     rng: jax.Array,
+    inception_scorer: inception.Scorer | None = None,
 ) -> Metrics:
-  """The metrics of the module docstring (the classifier's only with a classifier)."""
+  """The metrics of the module docstring (the classifier's only with a classifier, the
+  Inception ones only with a scorer)."""
   config = model.config
   images = image_format.from_config(config)
   limit, label_key = config.eval.num_samples, config.eval.label_key
@@ -109,6 +116,8 @@ def evaluate(
     metrics['kid/train_vs_test'], _ = kid.kernel_distance(real_features, train_features)
     metrics.update({f'samples/{k}': v for k, v in class_statistics(sample_logits).items()})
     metrics.update({f'real/{k}': v for k, v in class_statistics(real_logits).items()})
+  if inception_scorer is not None:
+    metrics.update(inception.metrics(inception_scorer, samples))
   if model.networks.encoder is not None:
     mu, logvar = inference.map_in_chunks(lambda x: inference.encode(model, x), real)
     recons = inference.map_in_chunks(lambda z: inference.decode(model, z), mu)
@@ -139,6 +148,14 @@ def load_classifier(
     )
     return None
   return classifier_lib.load_or_train(config, builder)
+
+
+def load_inception(
+    config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder
+) -> inception.Scorer | None:
+  """With config.eval.inception, the Inception scorer (its reference statistics computed
+  and cached the first time); else None."""
+  return inception.load_scorer(config, builder) if config.eval.inception else None
 
 
 def write_metrics(

@@ -131,12 +131,19 @@ def preprocess_as(image: tf.Tensor, image_format: ImageFormat) -> tf.Tensor:
   return preprocess(image, image_format.size, image_format.channels, image_format.crop)
 
 
+def preprocessed_images(
+    builder: tfds.core.DatasetBuilder, image_format: ImageFormat, split: str
+) -> tf.data.Dataset:
+  """A split's images in file order, preprocessed, one by one (for streaming)."""
+  dataset = _images(builder, split, image_format.key)
+  return dataset.map(lambda x: preprocess_as(x, image_format))
+
+
 def fixed_images(
     builder: tfds.core.DatasetBuilder, image_format: ImageFormat, split: str, count: int
 ) -> np.ndarray:
   """The first `count` images of a split, preprocessed."""
-  dataset = _images(builder, split, image_format.key).take(count)
-  dataset = dataset.map(lambda x: preprocess_as(x, image_format))
+  dataset = preprocessed_images(builder, image_format, split).take(count)
   return next(dataset.batch(count).as_numpy_iterator())
 
 

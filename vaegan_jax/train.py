@@ -159,6 +159,8 @@ def train_and_evaluate(
 
   # Loaded (or trained) at the first evaluation, then kept.
   classifier = functools.cache(lambda: evaluation.load_classifier(config, builder))
+  # Before training, so that a missing clean-fid or offline weights fail in seconds.
+  inception_scorer = evaluation.load_inception(config, builder) if config.eval.every_steps else None
 
   def evaluate(state):
     step = int(state.step)
@@ -167,6 +169,7 @@ def train_and_evaluate(
         builder,
         classifier(),
         jax.random.PRNGKey(config.seed + 2),
+        inception_scorer,
     )
     if is_chief:
       evaluation.write_metrics(workdir, step, metrics, writer)
