@@ -15,6 +15,7 @@ import scipy.linalg
 from configs import digits
 from tests.helpers import ROOT, tiny
 from vaegan_jax import classifier as classifier_lib
+from vaegan_jax import clean_fid_worker
 from vaegan_jax import datasets
 from vaegan_jax import evaluation
 from vaegan_jax import frechet
@@ -278,9 +279,7 @@ def test_command_line_scores_a_gan_without_reconstruction_metrics(gan_run, eval_
 
   # --inception where clean-fid cannot be imported (a stand-in package that fails):
   # refused with what to install, before anything is scored or written.
-  hidden = tmp_path / 'no_clean_fid'
-  (hidden / 'cleanfid').mkdir(parents=True)
-  (hidden / 'cleanfid' / '__init__.py').write_text('raise ImportError("hidden by the test")\n')
+  hidden = _package_failing_with(tmp_path / 'no_clean_fid', 'ImportError("hidden by the test")')
   before = sorted((workdir / 'eval').iterdir())
   refused = subprocess.run(
       [sys.executable, 'evaluate.py', '--workdir', str(workdir), '--inception'],
@@ -382,7 +381,7 @@ def test_inception_metrics_up_to_the_network(eval_config, vaegan_run, tmp_path):
 
 
 def _fake_clean_fid(monkeypatch, build_feature_extractor):
-  """clean-fid's modules (and torch's one call) as far as inception.py reaches them."""
+  """clean-fid's modules (and torch's one call) as far as clean_fid_worker.py reaches them."""
   modules = {
       'cleanfid': types.ModuleType('cleanfid'),
       'cleanfid.features': types.SimpleNamespace(build_feature_extractor=build_feature_extractor),
@@ -404,39 +403,51 @@ def _cut_short(*args, **kwargs):
   raise RuntimeError('PytorchStreamReader failed reading zip archive')
 
 
+def _package_failing_with(directory, error: str):
+  """A `cleanfid` package in `directory` whose import raises `error`."""
+  (directory / 'cleanfid').mkdir(parents=True)
+  (directory / 'cleanfid' / '__init__.py').write_text(f'raise {error}\n')
+  return directory
+
+
 def test_without_clean_fid_or_its_weights_the_error_says_what_to_do(
     eval_config, monkeypatch, tmp_path
 ):
-  config = eval_config.copy_and_resolve_references()
-  config.eval.inception = True
-  config.eval.inception_dir = str(tmp_path)
-  builder = datasets.get_builder(config)
+  unavailable = clean_fid_worker.Unavailable
   monkeypatch.setitem(sys.modules, 'cleanfid', None)  # Not installed.
-  with pytest.raises(inception.InceptionUnavailableError, match='pip install -r requirements-fid'):
-    evaluation.load_inception(config, builder)
+  with pytest.raises(unavailable, match='pip install -r requirements-fid'):
+    clean_fid_worker.build_extractor('clean')
   # Installed, but failing on import (as torchvision does when it is not torch's build).
-  broken = tmp_path / 'broken'
-  (broken / 'cleanfid').mkdir(parents=True)
-  (broken / 'cleanfid' / '__init__.py').write_text(
-      'raise RuntimeError("operator torchvision::nms does not exist")\n'
+  broken = _package_failing_with(
+      tmp_path / 'broken', 'RuntimeError("operator torchvision::nms does not exist")'
   )
   monkeypatch.syspath_prepend(str(broken))
   monkeypatch.delitem(sys.modules, 'cleanfid')
   with pytest.raises(
-      inception.InceptionUnavailableError,
-      match='cannot be imported .RuntimeError: operator torchvision::nms.*reinstall both',
+      unavailable, match='cannot be imported .RuntimeError: operator torchvision::nms.*reinstall'
   ):
-    evaluation.load_inception(config, builder)
+    clean_fid_worker.build_extractor('clean')
   _fake_clean_fid(monkeypatch, _unreachable)
   with pytest.raises(
-      inception.InceptionUnavailableError,
+      unavailable,
       match=r'Could not fetch .*name resolution.*download https://example/i.pt and copy it '
       'to /tmp/inception-2015-12-05.pt',
   ):
-    evaluation.load_inception(config, builder)
+    clean_fid_worker.build_extractor('clean')
   _fake_clean_fid(monkeypatch, _cut_short)
-  with pytest.raises(inception.InceptionUnavailableError, match='delete that file and run again'):
+  with pytest.raises(unavailable, match='delete that file and run again'):
+    clean_fid_worker.build_extractor('clean')
+
+  # The same message through the child process that evaluation starts.
+  config = eval_config.copy_and_resolve_references()
+  config.eval.inception = True
+  config.eval.inception_dir = str(tmp_path / 'statistics')
+  builder = datasets.get_builder(config)
+  monkeypatch.setenv('PYTHONPATH', str(broken))
+  with pytest.raises(
+      inception.InceptionUnavailableError, match='cannot be imported .RuntimeError: operator'
+  ):
     evaluation.load_inception(config, builder)
-  assert [p.name for p in tmp_path.iterdir()] == ['broken']  # No statistics half written.
+  assert not (tmp_path / 'statistics').exists()  # Nothing half written.
   config.eval.inception = False
   assert evaluation.load_inception(config, builder) is None

@@ -2,7 +2,8 @@
 
 The features are clean-fid's (Parmar et al. 2022, github.com/GaParmar/clean-fid):
 the TensorFlow Inception-v3 of 2015-12-05 (as StyleGAN2-ADA's metrics ship it), 2048
-pool features per image, fetched by clean-fid into /tmp the first time. Its "clean"
+pool features per image, fetched by clean-fid into /tmp the first time, and run in
+a child process (clean_fid_worker.py). Its "clean"
 mode (the default, config.eval.inception_mode) resizes each image to 299x299 with
 PIL's bicubic filter in float32; "legacy_tensorflow" resizes inside the network as
 the original TensorFlow FID code did (comparable with older papers' tables).
@@ -22,10 +23,10 @@ Installing clean-fid (and PyTorch) is optional: pip install -r requirements-fid.
 
 from collections.abc import Callable, Iterator
 import dataclasses
-import importlib
 import os
 import re
-import urllib.error
+import subprocess
+import sys
 
 from absl import logging
 from etils import epath
@@ -33,6 +34,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vaegan_jax import clean_fid_worker
 from vaegan_jax import frechet
 from vaegan_jax import image_format
 from vaegan_jax import image_grid
@@ -68,58 +70,38 @@ def default_directory() -> epath.Path:
   return epath.Path(os.path.expanduser('~/.cache/vaegan_jax/inception'))
 
 
-def _import_clean_fid():
-  try:
-    return importlib.import_module('cleanfid.features'), importlib.import_module('cleanfid.resize')
-  except ImportError as e:
-    raise InceptionUnavailableError(
-        f'Inception FID needs clean-fid and PyTorch ({e}): pip install -r '
-        'requirements-fid.txt, or evaluate without it (config.eval.inception=False, '
-        'evaluate.py --noinception).'
-    ) from None
-  except Exception as e:  # torch raises its own errors on a broken install.
-    raise InceptionUnavailableError(
-        f'clean-fid is installed but cannot be imported ({type(e).__name__}: {e}). Its '
-        'torch and torchvision must be builds of one release (for example a CPU build of '
-        'torch with a CUDA build of torchvision fails so): reinstall both together, as '
-        'pip install -r requirements-fid.txt does.'
-    ) from None
-
-
-def clean_fid_extractor(mode: str = 'clean', batch_size: int = 64) -> FeatureExtractor:
-  """clean-fid's Inception features in `mode` (on a CUDA GPU when PyTorch sees one).
+def clean_fid_extractor(mode: str = 'clean') -> FeatureExtractor:
+  """clean-fid's Inception features in `mode`, computed by a child process
+  (clean_fid_worker.py: PyTorch and TensorFlow cannot share one).
 
   Raises InceptionUnavailableError, saying what to do, when clean-fid is missing or
-  the weights cannot be fetched (no network) or read.
+  broken, or the weights cannot be fetched (no network) or read.
   """
-  features, resize = _import_clean_fid()
-  import torch  # Installed with clean-fid.
-
-  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-  weights = '/tmp/inception-2015-12-05.pt'  # Where clean-fid keeps them on Linux and macOS.
-  try:
-    model = features.build_feature_extractor(mode, device=device, use_dataparallel=False)
-  except (urllib.error.URLError, OSError) as e:
-    url = importlib.import_module('cleanfid.downloads_helper').inception_url
+  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [package_root, env.get('PYTHONPATH')]))
+  worker = subprocess.Popen(
+      [sys.executable, '-m', 'vaegan_jax.clean_fid_worker', mode],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      env=env,
+  )
+  status = worker.stdout.readline().decode().strip()
+  if status != 'ok':
+    worker.wait()
     raise InceptionUnavailableError(
-        f'Could not fetch the Inception weights ({e}). On a machine with network, '
-        f'download {url} and copy it to {weights} here; clean-fid then reads it.'
-    ) from None
-  except RuntimeError as e:  # torch.jit.load of a partly written file.
-    raise InceptionUnavailableError(
-        f'Could not read the Inception weights in {weights} ({e}); a download was '
-        'probably cut short: delete that file and run again.'
-    ) from None
-  resizer = resize.build_resizer(mode)
+        status or f'The clean-fid process ended with status {worker.returncode}; see above.'
+    )
 
   def extract(images: np.ndarray) -> np.ndarray:
-    out = []
-    for start in range(0, len(images), batch_size):
-      batch = np.stack([resizer(image) for image in images[start : start + batch_size]])
-      batch = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32))
-      with torch.no_grad():
-        out.append(model(batch.to(device)).cpu().numpy())
-    return np.concatenate(out)
+    clean_fid_worker.send_array(worker.stdin, np.asarray(images, np.uint8))
+    features = clean_fid_worker.receive_array(worker.stdout)
+    if features is None:
+      raise InceptionUnavailableError(
+          f'The clean-fid process ended (status {worker.wait()}) before it answered; '
+          'its messages are above.'
+      )
+    return features
 
   return extract
 
