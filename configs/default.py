@@ -148,7 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
   # features in this mode, against the first so many images of config.train_split, whose
   # statistics are cached in inception_dir (None: ~/.cache/vaegan_jax/inception).
   config.eval.inception = False
-  config.eval.inception_mode = 'clean'  # Or 'legacy_tensorflow', 'legacy_pytorch'.
+  config.eval.inception_mode = 'clean'  # Or 'legacy_tensorflow'.
   config.eval.inception_num_real = 50_000
   config.eval.inception_dir = ml_collections.config_dict.placeholder(str)
   return config

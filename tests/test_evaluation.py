@@ -451,3 +451,66 @@ def test_without_clean_fid_or_its_weights_the_error_says_what_to_do(
   assert not (tmp_path / 'statistics').exists()  # Nothing half written.
   config.eval.inception = False
   assert evaluation.load_inception(config, builder) is None
+
+
+_FAKE_TORCH = """
+import contextlib
+
+class _Tensor:
+  def __init__(self, array):
+    self.array = array
+  def to(self, device):
+    return self
+  def cpu(self):
+    return self
+  def numpy(self):
+    return self.array
+
+def from_numpy(array):
+  return _Tensor(array)
+
+def device(name):
+  return name
+
+no_grad = contextlib.nullcontext
+
+class cuda:
+  @staticmethod
+  def is_available():
+    return False
+"""
+
+_FAKE_FEATURES = """
+import numpy as np
+
+def build_feature_extractor(mode, device, use_dataparallel):
+  print('clean-fid talks on stdout', flush=True)  # Must not reach the parent's answers.
+  def model(batch):
+    images = batch.array
+    assert images.dtype == np.float32 and images.shape[1] == 3, images.shape
+    print('batch', images.shape)
+    return type(batch)(images.mean(axis=(2, 3)) + (images[:, :, 0, 0] == 255))
+  return model
+"""
+
+
+def test_features_come_back_from_the_child_process(tmp_path, monkeypatch):
+  """The child's whole round trip, with fake clean-fid and torch packages: images go in
+  as NCHW float32 in [0, 255], features come back in order, whatever the libraries print."""
+  fakes = tmp_path / 'fakes'
+  for package, text in (
+      ('torch', _FAKE_TORCH),
+      ('cleanfid', ''),
+      ('cleanfid/features', _FAKE_FEATURES),
+      ('cleanfid/resize', 'def build_resizer(mode):\n  return lambda x: x\n'),
+  ):
+    path = fakes / (package + ('/__init__.py' if package in ('torch', 'cleanfid') else '.py'))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+  monkeypatch.setenv('PYTHONPATH', str(fakes))
+  extract = inception.clean_fid_extractor('clean')
+  images = np.random.default_rng(0).integers(0, 256, (300, 64, 64, 3), dtype=np.uint8)
+  for chunk in (images, images[:7]):  # 3.7 MB, more than a pipe holds; then a small one.
+    features = extract(chunk)
+    expected = chunk.astype(np.float32).mean(axis=(1, 2)) + (chunk[:, 0, 0] == 255)
+    np.testing.assert_allclose(features, expected, rtol=1e-6)

@@ -15,6 +15,7 @@ until stdin closes; each array as its length (8 bytes) and its .npy bytes
 """
 
 from collections.abc import Callable
+import http.client
 import importlib
 import io
 import os
@@ -78,16 +79,23 @@ def build_extractor(mode: str, batch_size: int = 64) -> Callable[[np.ndarray], n
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   try:
     model = features.build_feature_extractor(mode, device=device, use_dataparallel=False)
-  except (urllib.error.URLError, OSError) as e:
+  except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
     url = importlib.import_module('cleanfid.downloads_helper').inception_url
     raise Unavailable(
-        f'Could not fetch the Inception weights ({e}). On a machine with network, '
-        f'download {url} and copy it to {WEIGHTS} here; clean-fid then reads it.'
+        f'Could not fetch the Inception weights ({type(e).__name__}: {e}). On a machine '
+        f'with network, download {url} and copy it to {WEIGHTS} here; clean-fid then '
+        'reads it.'
     ) from None
-  except RuntimeError as e:  # torch.jit.load of a partly written file.
+  except RuntimeError as e:
+    if 'zip archive' in str(e) or 'central directory' in str(e):  # torch.jit.load's words.
+      raise Unavailable(
+          f'Could not read the Inception weights in {WEIGHTS} ({e}); a download was '
+          'probably cut short: delete that file and run again.'
+      ) from None
     raise Unavailable(
-        f'Could not read the Inception weights in {WEIGHTS} ({e}); a download was '
-        'probably cut short: delete that file and run again.'
+        f'clean-fid could not load the Inception network on {device} ({e}). On a GPU '
+        'that JAX shares, give PyTorch room: XLA_PYTHON_CLIENT_MEM_FRACTION=0.5, or '
+        'CUDA_VISIBLE_DEVICES= for the CPU.'
     ) from None
   resizer = resize.build_resizer(mode)
 

@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import weakref
 
 from absl import logging
 from etils import epath
@@ -45,7 +46,7 @@ from vaegan_jax.errors import UserError
 # uint8 [N, H, W, 3] images -> float [N, D] features.
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
 
-MODES = ('clean', 'legacy_tensorflow', 'legacy_pytorch')
+MODES = ('clean', 'legacy_tensorflow')  # Both with the TorchScript weights of 2015-12-05.
 KID_ROWS = 10_000  # Reference feature rows kept for KID: 10 subsets of 1,000.
 _CHUNK = 500  # Images per batch through the pipeline and the network.
 _VERSION = 1  # Bump when what the cache holds, or how it is computed, changes.
@@ -86,24 +87,43 @@ def clean_fid_extractor(mode: str = 'clean') -> FeatureExtractor:
       stdout=subprocess.PIPE,
       env=env,
   )
-  status = worker.stdout.readline().decode().strip()
+  status = worker.stdout.readline().decode(errors='replace').strip()
   if status != 'ok':
-    worker.wait()
+    _stop(worker)
     raise InceptionUnavailableError(
         status or f'The clean-fid process ended with status {worker.returncode}; see above.'
     )
 
   def extract(images: np.ndarray) -> np.ndarray:
-    clean_fid_worker.send_array(worker.stdin, np.asarray(images, np.uint8))
-    features = clean_fid_worker.receive_array(worker.stdout)
+    try:
+      clean_fid_worker.send_array(worker.stdin, np.asarray(images, np.uint8))
+      features = clean_fid_worker.receive_array(worker.stdout)
+    except (OSError, EOFError):  # A broken pipe, or an answer cut off.
+      features = None
     if features is None:
+      _stop(worker)
       raise InceptionUnavailableError(
-          f'The clean-fid process ended (status {worker.wait()}) before it answered; '
+          f'The clean-fid process ended (status {worker.returncode}) before it answered; '
           'its messages are above.'
       )
     return features
 
+  # The child (and the GPU memory it holds) goes when the extractor does, or at exit.
+  weakref.finalize(extract, _stop, worker)
   return extract
+
+
+def _stop(worker: subprocess.Popen) -> None:
+  try:
+    worker.stdin.close()  # The child's loop ends at the end of its input.
+  except OSError:  # It has gone already.
+    pass
+  try:
+    worker.wait(timeout=30)
+  except subprocess.TimeoutExpired:
+    worker.kill()
+    worker.wait()
+  worker.stdout.close()
 
 
 def as_rgb_uint8(images: np.ndarray) -> np.ndarray:
