@@ -7,7 +7,8 @@ Trains to digit-shaped samples of all ten classes in about 7 minutes on 2 CPU co
 Dis sees the real and fake images as one BatchNorm batch (the default, the paper's
 code) and trains at the seed's tenth of the learning rate. The decoder's GAN term is
 non-saturating and weighted far more than L_llike (gamma=0.03; at 0.1 about a quarter
-of the samples were covered in speckle), with a smaller latent and beta=0.5. Samples
+of the samples were covered in speckle), with beta=0.5 and an 8-dimensional latent (at
+16 fewer prior samples read as digits: FD 166 against 113 over three seeds). Samples
 and evaluation use a moving average of Enc's and Dec's weights (decay 0.99).
 docs/results.md has the comparisons that chose these settings.
 """
@@ -22,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = 'sklearn_digits'
   config.image_size = 32
   config.num_channels = 1
-  config.networks.latent_dim = 16
+  config.networks.latent_dim = 8
   config.networks.encoder_widths = (32, 64, 128)
   config.networks.encoder_dense_width = 256
   config.networks.decoder_widths = (128, 64, 32)
