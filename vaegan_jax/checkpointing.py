@@ -4,7 +4,6 @@ WORKDIR/checkpoints/<step>/ holds the whole state pytree; WORKDIR/config.json th
 config of the run, which sample.py reads to rebuild the networks.
 """
 
-import errno
 import json
 
 from absl import logging
@@ -14,6 +13,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vaegan_jax import full_disk
 from vaegan_jax.errors import CheckpointError, CheckpointSaveError, WorkdirMismatchError
 from vaegan_jax.train_state import TrainState
 
@@ -150,7 +150,7 @@ def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
   try:
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
   except Exception as e:  # Orbax re-raises a background save's error at the next call.
-    if _is_storage_error(e):
+    if full_disk.is_storage_error(e):
       raise _save_failed(manager, e) from e
     raise
 
@@ -160,46 +160,14 @@ def wait_until_saved(manager: ocp.CheckpointManager) -> None:
   try:
     manager.wait_until_finished()
   except Exception as e:
-    if _is_storage_error(e):
+    if full_disk.is_storage_error(e):
       raise _save_failed(manager, e) from e
     raise
 
 
-# How TensorStore and the OS word a write that the storage refused.
-_STORAGE_ERRORS = (
-    'No space left on device',
-    'RESOURCE_EXHAUSTED',
-    'Failed writing',
-    'Read-only file system',
-    'Permission denied',
-    'Disk quota exceeded',
-)
-
-
-def _is_storage_error(error: Exception) -> bool:
-  """Whether a save failed for the storage (full, read-only), not for a bug: only those
-  become a one-line message; anything else keeps its traceback."""
-  return isinstance(error, OSError) or any(text in str(error) for text in _STORAGE_ERRORS)
-
-
 def _save_failed(manager: ocp.CheckpointManager, error: Exception) -> CheckpointSaveError:
-  text = str(error)
-  reason = (
-      'the disk is full (No space left on device)'
-      if 'No space left on device' in text or getattr(error, 'errno', None) == errno.ENOSPC
-      else f'{type(error).__name__}: {text.splitlines()[0][:300] if text else ""}'
-  )
-  complete = sorted(int(p.name) for p in manager.directory.iterdir() if p.name.isdigit())
-  latest = (
-      f'step {complete[-1]}, the newest complete checkpoint'
-      if complete
-      else 'the start: no checkpoint is complete'
-  )
-  return CheckpointSaveError(
-      f'Saving a checkpoint to {manager.directory} failed: {reason}. Free space (or fix the '
-      f'folder), then re-run the same command: it resumes from {latest} (an incomplete save '
-      'is never resumed from).'
-  )
+  directory = epath.Path(manager.directory)
+  return full_disk.failed(directory, error, f'Saving a checkpoint to {directory}')
 
 
 def _shape_fields(config_dict: dict) -> dict:

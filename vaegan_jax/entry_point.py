@@ -1,6 +1,7 @@
 """What every command-line entry point sets up first."""
 
 import logging as std_logging
+import os
 import sys
 import threading
 from typing import Callable
@@ -131,13 +132,20 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _exit(message: str, status: int) -> None:
-  """Exits with `message` as the last line: Orbax's reader and writer tasks, cut short
-  by the error, would otherwise print their tracebacks after it."""
+  """Exits with `message` as the last line.
+
+  Orbax's reader and writer tasks, cut short by the error, would otherwise print their
+  tracebacks and "never awaited" warnings after it, some of them only while the
+  interpreter shuts down; so the process ends with os._exit, which skips that shutdown.
+  Every output of the run is flushed and closed by then (the training loop's finally).
+  """
   sys.unraisablehook = lambda unraisable: None
   threading.excepthook = lambda args: None
   std_logging.getLogger('asyncio').disabled = True  # "Task exception was never retrieved".
+  logging.flush()
   print(message, file=sys.stderr, flush=True)
-  sys.exit(status)
+  sys.stdout.flush()
+  os._exit(status)
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -26,6 +26,7 @@ from vaegan_jax import datasets
 from vaegan_jax import device_data
 from vaegan_jax import directories
 from vaegan_jax import evaluation
+from vaegan_jax import full_disk
 from vaegan_jax import image_format
 from vaegan_jax import image_grid
 from vaegan_jax import inference
@@ -276,10 +277,13 @@ def train_and_evaluate(
       logging.info('Nothing to do: the checkpoint is at step %d of %d.', start_step, num_steps)
   finally:
     stop.restore()
-    try:
-      checkpointing.wait_until_saved(manager)  # A save in flight is of a good state.
-    finally:
-      manager.close()
-      writer.flush()
-      writer.close()
+    full_disk.close_all(
+        epath.Path(manager.directory),
+        [
+            lambda: checkpointing.wait_until_saved(manager),  # A save in flight is of a good state.
+            manager.close,
+            writer.flush,
+            writer.close,
+        ],
+    )
   return state
