@@ -142,10 +142,12 @@ def _exit(message: str, status: int) -> None:
   sys.unraisablehook = lambda unraisable: None
   threading.excepthook = lambda args: None
   std_logging.getLogger('asyncio').disabled = True  # "Task exception was never retrieved".
-  logging.flush()
-  print(message, file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  os._exit(status)
+  try:
+    logging.flush()
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+  finally:  # Even if a closed pipe refuses the message.
+    os._exit(status)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
