@@ -4,6 +4,8 @@ WORKDIR/checkpoints/<step>/ holds the whole state pytree; WORKDIR/config.json th
 config of the run, which sample.py reads to rebuild the networks.
 """
 
+from collections.abc import Iterator
+import contextlib
 import json
 
 from absl import logging
@@ -147,18 +149,21 @@ def _move_aside(path: epath.Path, where: str) -> epath.Path:
 def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
   """Starts an asynchronous save of `state`; raises CheckpointSaveError if this save or
   the previous one (still in flight until now) failed."""
-  try:
+  with _save_errors_reported(manager):  # Orbax re-raises a background save's error here.
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
-  except Exception as e:  # Orbax re-raises a background save's error at the next call.
-    if full_disk.is_storage_error(e):
-      raise _save_failed(manager, e) from e
-    raise
 
 
 def wait_until_saved(manager: ocp.CheckpointManager) -> None:
   """Waits for a save in flight; raises CheckpointSaveError if it failed."""
-  try:
+  with _save_errors_reported(manager):
     manager.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _save_errors_reported(manager: ocp.CheckpointManager) -> Iterator[None]:
+  """A storage failure (full disk) as CheckpointSaveError; any other error as it is."""
+  try:
+    yield
   except Exception as e:
     if full_disk.is_storage_error(e):
       raise _save_failed(manager, e) from e

@@ -91,13 +91,13 @@ def close_all(checkpoint_dir: epath.Path, closers: Sequence[Callable[[], object]
   if not errors:
     return
   storage = [e for e in errors if is_storage_error(e)]
-  if (pending is not None and not is_storage_error(pending)) or not storage:
-    chosen = errors[0]  # The pending exception goes on, or a closer's bug is raised.
-  else:
+  if storage and (pending is None or pending is storage[0]):
     chosen = next((e for e in storage if _is_disk_full(e)), storage[0])
+  else:
+    chosen = errors[0]  # The pending exception goes on, or a closer's bug is raised.
   for error in errors:
     if error is not chosen:
       logging.warning('Closing the run, beside the error reported: %s', error)
-  if not is_storage_error(chosen) or isinstance(chosen, CheckpointSaveError):
-    raise chosen
-  raise failed(checkpoint_dir, chosen, f'Writing to {checkpoint_dir.parent}') from chosen
+  if chosen in storage and not isinstance(chosen, CheckpointSaveError):
+    raise failed(checkpoint_dir, chosen, f'Writing to {checkpoint_dir.parent}') from chosen
+  raise chosen
