@@ -69,9 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Losses (losses.py, train_step.py).
   config.loss = ml_collections.ConfigDict()
   config.loss.gamma = 1.0  # Dec <- gamma * L_llike - L_GAN
-  config.loss.beta = (
-      1.0  # Enc <- L_prior + beta * L_llike ('vae': L_llike in pixels, beta = 1/sigma^2)
-  )
+  config.loss.beta = 1.0  # Enc <- L_prior + beta * L_llike (L_llike in Dis_l's features)
+  # 'vae' (L_llike in pixels, another scale): Enc <- L_prior + pixel_beta * L_llike, where
+  # pixel_beta = 1/sigma^2 of the pixel-wise Gaussian.
+  config.loss.pixel_beta = 1.0
   config.loss.discriminator_fakes = 'both'  # 'reconstructions', 'prior' or 'both' (seed).
   config.loss.decoder_gan_loss = 'saturating'  # As in the paper; or 'non_saturating'.
   # BatchNorm batches: 'joint' runs the real images and the fakes through Dis as one

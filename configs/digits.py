@@ -32,7 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.networks.discriminator_dense_width = 128
   config.networks.bias_before_norm = False
   config.loss.gamma = 0.03
-  config.loss.beta = 0.5
+  config.loss.beta = 0.07
+  config.loss.pixel_beta = 0.5
   config.loss.decoder_gan_loss = 'non_saturating'
   config.ema_decay = 0.99
   config.batch_size = 64

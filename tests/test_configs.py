@@ -1,5 +1,6 @@
 """Config files and their validation: bad values fail early, naming the field."""
 
+import json
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from configs import cifar10_tpu
 from configs import default
 from configs import digits
 from configs import mnist
+from vaegan_jax import checkpointing
 from vaegan_jax import config_checks
 from vaegan_jax.errors import ConfigError
 from tests.helpers import ROOT
@@ -48,6 +50,7 @@ def test_seed_configs_use_the_seed_setup(module, dataset, channels):
         ('loss.discriminator_fakes', 'everything'),
         ('loss.decoder_gan_loss', 'wasserstein'),
         ('loss.gamma', -1.0),
+        ('loss.pixel_beta', -0.5),
         ('networks.disl_layer', 5),
         ('networks.activation', 'gelu'),
         ('networks.encoder_widths', ()),
@@ -70,6 +73,15 @@ def test_invalid_values_name_the_field(field, value):
   (config[parent] if parent else config)[key] = value
   with pytest.raises(ConfigError, match=f'config.{field}='):
     config_checks.validate_config(config)
+
+
+def test_a_run_saved_before_pixel_beta_reads_back_with_the_weight_it_trained_with(tmp_path):
+  saved = json.loads(digits.get_config().to_json_best_effort())
+  del saved['loss']['pixel_beta']  # One beta weighted both likelihoods then.
+  saved['loss']['beta'] = 0.3
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loss = checkpointing.read_config_json(tmp_path / 'config.json')['loss']
+  assert (loss['beta'], loss['pixel_beta']) == (0.3, 0.3)
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def _reference_losses(networks, config, params, batch_stats, images, rng):
   if model == 'vae':
     recon = apply('decoder', z)
     pixel_nll = jnp.mean(0.5 * jnp.sum((recon - images) ** 2, axis=(1, 2, 3)))
-    return {'encoder': kl + loss.beta * pixel_nll, 'decoder': pixel_nll}
+    return {'encoder': kl + loss.pixel_beta * pixel_nll, 'decoder': pixel_nll}
 
   if dec_joint:
     recon, prior = jnp.split(apply('decoder', jnp.concatenate([z, z_prior])), 2)
@@ -142,7 +142,7 @@ ROUTING_CASES = [
     ),
     pytest.param(dict(SEPARATE, discriminator_fakes='reconstructions', gamma=0.1), marks=_slow),
     # The paper's baselines.
-    dict(model='vae', beta=0.5),
+    dict(model='vae', pixel_beta=0.5, beta=3.0),  # beta weights Dis_l's L_llike only.
     pytest.param(dict(model='vae_disl', decoder_batches='joint', beta=0.5, gamma=2.0), marks=_slow),
     pytest.param(dict(SEPARATE, model='vae_disl', beta=0.5), marks=_slow),
     dict(model='gan', decoder_gan_loss='saturating'),

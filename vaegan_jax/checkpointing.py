@@ -234,6 +234,8 @@ def read_config_json(path: epath.PathLike) -> dict:
     batches = 'joint' if loss.pop('concat_batches') else 'separate'
     loss.setdefault('discriminator_batches', batches)
     loss.setdefault('decoder_batches', batches)
+  if 'beta' in loss:  # One beta weighted both likelihoods before pixel_beta.
+    loss.setdefault('pixel_beta', loss['beta'])
   return saved
 
 

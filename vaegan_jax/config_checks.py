@@ -130,7 +130,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   )
   _require(config, 'networks.batch_norm_momentum', lambda v: 0 <= v < 1, 'must be in [0, 1)')
 
-  for field in ('loss.gamma', 'loss.beta'):
+  for field in ('loss.gamma', 'loss.beta', 'loss.pixel_beta'):
     _require(config, field, lambda v: v >= 0, 'must be >= 0')
   _require(config, 'loss.equilibrium', lambda v: v > 0, 'must be > 0')
   _require(config, 'loss.margin', lambda v: v >= 0, 'must be >= 0')

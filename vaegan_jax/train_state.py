@@ -38,7 +38,8 @@ class ModelSpec:
   'kl' (L_prior); 'llike' (L_llike); 'gan_decoder' (Dec's side of L_GAN);
   'gan_discriminator' (Dis's cross-entropy, -L_GAN). `likelihood`: where L_llike
   is measured, 'dis_l' (Dis_l's features) or 'pixels' (the same Gaussian with
-  identity covariance on the pixels, so beta is 1/sigma^2 of that likelihood).
+  identity covariance on the pixels, weighted by 'pixel_beta', 1/sigma^2 of that
+  likelihood: the two likelihoods' scales differ, so each has its own weight).
   `fakes`: the generated images Dis learns to reject ('recon', 'prior'), or None
   for config.loss.discriminator_fakes' choice.
   """
@@ -58,12 +59,13 @@ class ModelSpec:
 
 
 _ENCODER = {'kl': 1.0, 'llike': 'beta'}
+_PIXEL_ENCODER = {'kl': 1.0, 'llike': 'pixel_beta'}
 _DISCRIMINATOR = {'gan_discriminator': 1.0}
 # The paper's comparison (Larsen et al. 2016, Figure 3, Table 1); adding a model is one
 # entry here.
 MODELS = {
     'vae': ModelSpec(
-        {'encoder': _ENCODER, 'decoder': {'llike': 1.0}}, likelihood='pixels', fakes=()
+        {'encoder': _PIXEL_ENCODER, 'decoder': {'llike': 1.0}}, likelihood='pixels', fakes=()
     ),
     # The VAE with Dis_l of a jointly trained Dis, no GAN term for Dec.
     'vae_disl': ModelSpec(
