@@ -96,3 +96,14 @@ def run_script(
       text=True,
       timeout=timeout,
   )
+
+
+def damage_array_files(checkpoint_dir):
+  """Truncates every file of array data (OCDBT's d/ folders) to half its size. Which
+  arrays share a file depends on the order of Orbax's asynchronous writes: damaging only
+  the largest file can leave the parameters that sample.py reads intact."""
+  paths = [p for p in checkpoint_dir.rglob('*') if p.is_file() and p.parent.name == 'd']
+  assert paths, f'No array data files in {checkpoint_dir}'
+  for path in paths:
+    with open(path, 'r+b') as f:
+      f.truncate(path.stat().st_size // 2)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from tests.helpers import ROOT, TINY, command_line_flags, override, tiny
+from tests.helpers import ROOT, TINY, command_line_flags, damage_array_files, override, tiny
 from vaegan_jax import checkpointing
 from vaegan_jax import full_disk
 from vaegan_jax import inference
@@ -221,23 +221,12 @@ def test_a_diverged_checkpoint_is_named_and_can_be_rewound_past(tfds_data_dir, t
   )
 
 
-def _damage_array_files(checkpoint_dir):
-  """Truncates every file of array data (OCDBT's d/ folders) to half its size. Which
-  arrays share a file depends on the order of Orbax's asynchronous writes: damaging only
-  the largest file can leave the parameters that sample.py reads intact."""
-  paths = [p for p in checkpoint_dir.rglob('*') if p.is_file() and p.parent.name == 'd']
-  assert paths, f'No array data files in {checkpoint_dir}'
-  for path in paths:
-    with open(path, 'r+b') as f:
-      f.truncate(path.stat().st_size // 2)
-
-
 def test_a_damaged_latest_checkpoint_is_reported_then_set_aside_on_request(tfds_data_dir, tmp_path):
   config = _config(tfds_data_dir, num_train_steps=4, checkpoint_every_steps=2)
   train.train_and_evaluate(config, tmp_path / 'straight')
   workdir = tmp_path / 'damaged'
   train.train_and_evaluate(config, workdir)
-  _damage_array_files(workdir / 'checkpoints' / '4')
+  damage_array_files(workdir / 'checkpoints' / '4')
 
   # An interrupted asynchronous save leaves only a temporary directory, never listed.
   shutil.copytree(

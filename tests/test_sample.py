@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, damage_array_files, run_script
 from vaegan_jax import export
 from vaegan_jax import figures
 from vaegan_jax import image_grid
@@ -267,11 +267,7 @@ def test_command_line_refuses_bad_flags_and_images_with_a_message(trained, tmp_p
   assert_refused(run('--outdir', tmp_path / 'a_file'), 'a_file is a file, not a folder')
   damaged = tmp_path / 'damaged'
   shutil.copytree(workdir, damaged)
-  path = max(
-      (p for p in (damaged / 'checkpoints' / '40').rglob('*') if p.is_file()),
-      key=lambda p: p.stat().st_size,
-  )
-  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  damage_array_files(damaged / 'checkpoints' / '40')
   for script in ('sample.py', 'evaluate.py'):
     assert_refused(
         run_script(script, '--workdir', damaged),
