@@ -34,7 +34,7 @@ class ModelSpec:
   """What a model trains: which loss term updates which network, and how.
 
   `losses`: per network the model has, its loss as {term: weight}, where a weight
-  is a number or the name of a config.loss field ('beta', 'gamma'). The terms:
+  is a number or the name of a config.loss field ('beta', 'pixel_beta', 'gamma'). The terms:
   'kl' (L_prior); 'llike' (L_llike); 'gan_decoder' (Dec's side of L_GAN);
   'gan_discriminator' (Dis's cross-entropy, -L_GAN). `likelihood`: where L_llike
   is measured, 'dis_l' (Dis_l's features) or 'pixels' (the same Gaussian with

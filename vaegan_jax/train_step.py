@@ -160,7 +160,7 @@ def judge(
 
 def loss_weights(spec: ModelSpec, loss: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
   """Each used network's loss as a weighted sum of compute_losses' terms: the model's
-  ModelSpec.losses (train_state.MODELS) with config.loss's beta and gamma put in.
+  ModelSpec.losses (train_state.MODELS) with config.loss's weights (beta, ...) put in.
 
   The one definition of the losses' make-up: their values and compute_gradients'
   sharing of work between them both read it.
